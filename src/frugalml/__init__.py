@@ -1,0 +1,31 @@
+"""frugalml: use the most efficient model, and optimise it for inference, as a measured step.
+
+The public API. Heavy libraries (scikit-learn, ONNX Runtime, torch) load only when a verb runs, so
+``import frugalml`` stays light.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "select", "load", "load_task", "register_candidate", "FrugalError"]
+
+from .errors import FrugalError
+
+
+def __getattr__(name):
+    if name == "select":
+        from .workflow import select
+
+        return select
+    if name == "load":
+        from .candidates.artifact import load
+
+        return load
+    if name == "load_task":
+        from .data import load_task
+
+        return load_task
+    if name == "register_candidate":
+        from .candidates import register_candidate
+
+        return register_candidate
+    raise AttributeError(f"module 'frugalml' has no attribute {name!r}")

@@ -1,0 +1,120 @@
+"""candidates: the ladder of model families, thinnest first, behind one registry.
+
+A candidate is a named factory of an unfitted scikit-learn compatible estimator. The preprocessing
+pipeline (imputation, scaling, one-hot encoding) is built here too and becomes part of every fitted
+candidate, so it is exported and deployed with it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    make: Callable[[str, int], Any]  # (task, seed) -> unfitted estimator
+    family: str
+    interpretable: bool = False
+    tasks: tuple[str, ...] = TASKS
+    rank: int = 1000  # position on the ladder: thinner first; user candidates go last unless told
+    scale: bool = True  # standardise numeric features first (trees don't need it; it costs them ONNX fidelity)
+
+    def build(self, task: str, seed: int):
+        est = self.make(task, seed)
+        if not hasattr(est, "fit") or not hasattr(est, "predict"):
+            raise ConfigError(f"candidate {self.name!r} did not return an estimator with fit and predict")
+        return est
+
+
+CANDIDATES: Registry[Candidate] = Registry("candidate")
+
+
+def register_candidate(name: str, make: Callable[[str, int], Any], *, family: str | None = None,
+                       interpretable: bool = False, tasks: tuple[str, ...] = TASKS, rank: int = 1000,
+                       scale: bool = True, replace: bool = False) -> Candidate:
+    """Register a candidate: ``make(task, seed)`` returns an unfitted scikit-learn compatible estimator."""
+    return CANDIDATES.add(name, Candidate(name, make, family or name, interpretable, tuple(tasks), rank, scale),
+                          replace=replace)
+
+
+def from_estimator(estimator, name: str | None = None, *, family: str | None = None,
+                   interpretable: bool = False) -> Candidate:
+    """Wrap an unfitted estimator instance as a candidate (cloned for every fit)."""
+    from sklearn.base import clone, is_classifier, is_regressor
+
+    name = name or type(estimator).__name__.lower()
+    tasks = TASKS
+    if is_classifier(estimator):
+        tasks = ("classification",)
+    elif is_regressor(estimator):
+        tasks = ("regression",)
+    return Candidate(name, lambda task, seed: clone(estimator), family or "custom", interpretable, tasks)
+
+
+def from_spec(spec: str) -> Candidate:
+    """Resolve ``module:factory`` (the CLI's --candidate) into a Candidate.
+
+    ``factory`` may be a Candidate, an estimator instance, or a callable returning either; a callable
+    may take ``(task, seed)`` or nothing.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"--candidate {spec!r} must be a registered name or module:factory")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import module {module_name!r} for --candidate {spec}: {exc}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise ConfigError(f"module {module_name!r} has no attribute {attr!r} (from --candidate {spec})")
+    if isinstance(obj, Candidate):
+        return obj
+    if hasattr(obj, "fit"):
+        return from_estimator(obj, attr)
+    if callable(obj):
+        def make(task, seed, _f=obj):
+            try:
+                out = _f(task, seed)
+            except TypeError:
+                out = _f()
+            return out.make(task, seed) if isinstance(out, Candidate) else out
+        return Candidate(attr, make, "custom")
+    raise ConfigError(f"{spec} is neither an estimator nor a factory of one")
+
+
+def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | None = None) -> list[Candidate]:
+    """The registered candidates for ``task`` (or just ``names``), thinnest first, then ``extra``."""
+    if names:
+        chosen = [CANDIDATES.get(n) for n in names]
+        wrong = [c.name for c in chosen if task not in c.tasks]
+        if wrong:
+            raise ConfigError(f"candidate(s) {', '.join(wrong)} do not support {task}")
+    else:
+        chosen = [c for _, c in CANDIDATES.items() if task in c.tasks]
+    out = sorted(chosen, key=lambda c: c.rank)
+    for c in extra or []:
+        if task not in c.tasks:
+            raise ConfigError(f"candidate {c.name!r} does not support {task}")
+        if any(c.name == o.name for o in out):
+            raise ConfigError(f"two candidates are named {c.name!r}; rename one")
+        out.append(c)
+    return out
+
+
+from . import tabular  # noqa: E402,F401  (registers the built-in ladder)
+from .preprocess import build_pipeline  # noqa: E402
+
+__all__ = ["Candidate", "CANDIDATES", "register_candidate", "from_estimator", "from_spec", "ladder",
+           "build_pipeline"]

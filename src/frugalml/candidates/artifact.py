@@ -1,0 +1,229 @@
+"""The deployable artifact: a fitted pipeline exported to ONNX (and skops), loaded back without pickle.
+
+A model folder holds ``meta.json`` (schema, format, checks), ``model.onnx`` when the export worked and
+agrees with the native model, and ``model.skops`` (the scikit-learn object, loaded with a type allow-list).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data import Schema, prepare_frame
+from ..errors import ModelError
+
+META = "meta.json"
+ONNX_FILE = "model.onnx"
+SKOPS_FILE = "model.skops"
+# Module prefixes whose types a frugalml model folder may contain; anything else is refused on load.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.")
+
+
+class OnnxExportError(Exception):
+    pass
+
+
+def _register_lightgbm() -> None:
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (calculate_linear_classifier_output_shapes,
+                                                  calculate_linear_regressor_output_shapes)
+    import lightgbm as lgb
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+    update_registered_converter(lgb.LGBMClassifier, "LightGbmLGBMClassifier",
+                                calculate_linear_classifier_output_shapes, convert_lightgbm,
+                                options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+    update_registered_converter(lgb.LGBMRegressor, "LightGbmLGBMRegressor",
+                                calculate_linear_regressor_output_shapes, convert_lightgbm,
+                                options={"split": None})
+
+
+def onnx_inputs(frame: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
+    """One (n, 1) input per column: float32 numbers, string categories."""
+    feeds = {}
+    for c in schema.numeric:
+        feeds[c] = frame[c].to_numpy(dtype=np.float32).reshape(-1, 1)
+    for c in schema.categorical:
+        feeds[c] = frame[c].to_numpy(dtype=object).reshape(-1, 1)
+    return feeds
+
+
+def export_onnx(pipeline, schema: Schema) -> bytes:
+    """Convert a fitted pipeline to ONNX bytes, or raise OnnxExportError saying why."""
+    try:
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    except ImportError as exc:
+        raise OnnxExportError(f"skl2onnx is not installed ({exc})") from None
+    model = pipeline.steps[-1][1]
+    if type(model).__module__.startswith("lightgbm"):
+        _register_lightgbm()
+    types = [(c, FloatTensorType([None, 1])) for c in schema.numeric]
+    types += [(c, StringTensorType([None, 1])) for c in schema.categorical]
+    options = {id(model): {"zipmap": False}} if schema.task == "classification" else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onx = to_onnx(pipeline, initial_types=types, options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+    except Exception as exc:  # skl2onnx raises many types for unsupported models; all mean "cannot export"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise OnnxExportError(f"{type(model).__name__}: {first[:200]}") from None
+    return onx.SerializeToString()
+
+
+def ort_session(onnx_bytes: bytes, threads: int | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own error classes for bad graphs
+        raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0][:200]}") from None
+
+
+class OnnxPredictor:
+    """Predicts from prepared frames through an ONNX Runtime session. Outputs are class indices."""
+
+    def __init__(self, onnx_bytes: bytes, schema: Schema, threads: int | None = None):
+        self.schema = schema
+        self.session = ort_session(onnx_bytes, threads)
+        names = [o.name for o in self.session.get_outputs()]
+        self._label = names[0]
+        self._proba = names[1] if len(names) > 1 else None
+
+    def run(self, feeds: dict[str, np.ndarray], outputs=None):
+        return self.session.run(outputs, feeds)
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        out = self.session.run([self._label], onnx_inputs(frame, self.schema))[0]
+        return np.asarray(out).reshape(-1) if self.schema.task == "classification" else np.asarray(out, dtype=np.float64).reshape(-1)
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        if self._proba is None:
+            raise ModelError("this model has no probability output")
+        return np.asarray(self.session.run([self._proba], onnx_inputs(frame, self.schema))[0], dtype=np.float64)
+
+
+def onnx_agreement(pipeline, onnx_bytes: bytes, frame: pd.DataFrame, schema: Schema) -> dict:
+    """How closely the ONNX graph reproduces the native pipeline on ``frame``."""
+    onx = OnnxPredictor(onnx_bytes, schema)
+    native = pipeline.predict(frame)
+    exported = onx.predict(frame)
+    if schema.task == "classification":
+        out = {"onnx_label_agreement": float(np.mean(native == exported))}
+        if hasattr(pipeline, "predict_proba"):
+            out["onnx_max_abs_diff"] = float(np.max(np.abs(pipeline.predict_proba(frame) - onx.predict_proba(frame))))
+        return out
+    scale = float(np.std(native)) or 1.0
+    return {"onnx_max_abs_diff": float(np.max(np.abs(native - exported))),
+            "onnx_max_rel_diff": float(np.max(np.abs(native - exported)) / scale)}
+
+
+def onnx_is_faithful(agreement: dict, task: str) -> bool:
+    if task == "classification":
+        return agreement.get("onnx_label_agreement", 0.0) >= 0.995 and agreement.get("onnx_max_abs_diff", 0.0) < 0.01
+    return agreement.get("onnx_max_rel_diff", 1.0) < 1e-3
+
+
+def skops_bytes(pipeline) -> bytes:
+    import skops.io as sio
+
+    return sio.dumps(pipeline)
+
+
+def load_skops(data: bytes, where: str):
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:  # skops raises zipfile/json errors for damaged files
+        raise ModelError(f"{where} is not a valid skops file ({type(exc).__name__}); re-create it") from None
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if refused:
+        raise ModelError(f"{where} contains types frugalml does not trust: {', '.join(refused[:5])}; "
+                         "load it yourself with skops.io.load(..., trusted=[...]) if you created it")
+    return sio.loads(data, trusted=untrusted)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_model_dir(folder: Path, *, schema: Schema, name: str, skops_data: bytes | None,
+                   onnx_data: bytes | None, info: dict | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if onnx_data is not None:
+        _write_atomic(folder / ONNX_FILE, onnx_data)
+    if skops_data is not None:
+        _write_atomic(folder / SKOPS_FILE, skops_data)
+    meta = {"frugalml_model": 1, "candidate": name, "schema": schema.to_json(),
+            "format": "onnx" if onnx_data is not None else "skops", **(info or {})}
+    _write_atomic(folder / META, json.dumps(meta, indent=2, default=str).encode())
+
+
+class DeployedModel:
+    """What ``frugalml.load`` returns: predictions in the original label values from a DataFrame."""
+
+    def __init__(self, schema: Schema, predictor, meta: dict):
+        self.schema = schema
+        self._predictor = predictor  # OnnxPredictor or a fitted sklearn pipeline
+        self.meta = meta
+        self.name = meta.get("candidate", "")
+        self.format = meta.get("format", "")
+
+    @property
+    def classes_(self):
+        return None if self.schema.classes is None else np.asarray(self.schema.classes, dtype=object)
+
+    def _frame(self, X) -> pd.DataFrame:
+        if not isinstance(X, pd.DataFrame):
+            raise ModelError(f"X must be a pandas DataFrame with columns {self.schema.columns}, not {type(X).__name__}")
+        return prepare_frame(X, self.schema)
+
+    def predict(self, X) -> np.ndarray:
+        out = self._predictor.predict(self._frame(X))
+        if self.schema.task == "classification":
+            classes = self.classes_
+            return classes[np.asarray(out, dtype=np.int64)]
+        return np.asarray(out, dtype=np.float64)
+
+    def predict_proba(self, X) -> np.ndarray:
+        if self.schema.task != "classification":
+            raise ModelError("predict_proba is only for classifiers")
+        if not hasattr(self._predictor, "predict_proba"):
+            raise ModelError(f"candidate {self.name} gives no probabilities")
+        return np.asarray(self._predictor.predict_proba(self._frame(X)), dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"DeployedModel({self.name!r}, format={self.format!r}, task={self.schema.task!r})"
+
+
+def load(path: str | os.PathLike, *, native: bool = False, threads: int | None = None) -> DeployedModel:
+    """Load a ``model/`` folder or a run directory holding one. ONNX first; ``native=True`` for skops."""
+    p = Path(path)
+    if (p / "model" / META).exists():
+        p = p / "model"
+    meta_path = p / META
+    if not meta_path.exists():
+        raise ModelError(f"{path} is not a frugalml model folder or run directory (no {META})")
+    try:
+        meta = json.loads(meta_path.read_text())
+        schema = Schema.from_json(meta["schema"])
+    except (ValueError, KeyError) as exc:
+        raise ModelError(f"{meta_path} is damaged ({type(exc).__name__}); re-run frugal select") from None
+    if not native and (p / ONNX_FILE).exists():
+        return DeployedModel(schema, OnnxPredictor((p / ONNX_FILE).read_bytes(), schema, threads), meta)
+    if not (p / SKOPS_FILE).exists():
+        raise ModelError(f"{p} holds neither {ONNX_FILE} nor {SKOPS_FILE}")
+    return DeployedModel(schema, load_skops((p / SKOPS_FILE).read_bytes(), str(p / SKOPS_FILE)), meta)

@@ -1,0 +1,247 @@
+"""The ``frugal`` command line: thin, flags -> public API. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="frugalml: select the thinnest model on par with the best, and optimise it for inference.")
+
+
+def _console(quiet: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet)
+
+
+def _progress(console):
+    """A progress callback for select: a rich bar on a terminal, nothing in a pipe."""
+    if not console.is_terminal:
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, transient=True)
+    tasks = {}
+    labels = {"fit": "fitting candidates x folds", "cost": "measuring cost of each candidate"}
+
+    def update(stage, done, total):
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
+        bar.update(tasks[stage], completed=done)
+
+    return bar, update
+
+
+def _run_select(data, out, console, quiet, show_json=False, **kwargs):
+    from .evaluation import CostConfig
+    from .report import print_summary
+    from .workflow import select
+
+    bar, update = _progress(console)
+    if bar is not None:
+        with bar:
+            result = select(data, out=out, progress=update, **kwargs)
+    else:
+        result = select(data, out=out, **kwargs)
+    if show_json:
+        import json
+
+        typer.echo(json.dumps(result.decision, indent=2))
+    elif not quiet:
+        from rich.console import Console
+
+        print_summary(result.decision, Console())
+        typer.echo(f"run directory: {result.run_dir}")
+    return result
+
+
+@app.command()
+def select(
+    data: str = typer.Argument(..., help="CSV or Parquet file, or builtin:NAME (see frugal list)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Column to predict (builtin datasets have a default)."),
+    group: Optional[List[str]] = typer.Option(None, "--group", "-g", help="Column whose values are user groups; repeatable."),
+    task: str = typer.Option("auto", help="auto, classification or regression."),
+    metric: Optional[str] = typer.Option(None, help="A scikit-learn scorer name (accuracy, f1_macro, roc_auc, r2, ...) or rmse/mae/log_loss."),
+    tolerance: float = typer.Option(0.01, help="Largest quality loss, in metric units, that still counts as on par."),
+    alpha: float = typer.Option(0.05, help="Significance level of the non-inferiority tests."),
+    min_group_size: int = typer.Option(30, help="Groups with fewer rows are reported but not tested."),
+    cost_priority: str = typer.Option("latency", help="latency, size, energy or memory: what 'cheapest' means."),
+    folds: int = typer.Option(5, help="Folds per repeat."),
+    repeats: int = typer.Option(2, help="Repeats of the k-fold split."),
+    seed: int = typer.Option(0, help="Seed for splits and models."),
+    candidate: Optional[List[str]] = typer.Option(None, "--candidate", "-c",
+                                                  help="A registered name (restricts the ladder) or module:factory (adds one); repeatable."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/select-DATE-TIME)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists (only once the new run is complete)."),
+    executor: str = typer.Option("local", help="local or dask://HOST:PORT."),
+    jobs: int = typer.Option(-1, help="Parallel fits (local executor); -1 = all cores."),
+    threads: int = typer.Option(1, help="Threads for cost measurements."),
+    usd_per_hour: float = typer.Option(0.096, help="Instance price for the $ column."),
+    instance_vcpus: int = typer.Option(2, help="vCPUs of that instance."),
+    grid_intensity: float = typer.Option(475.0, help="Grid carbon intensity, gCO2e/kWh."),
+    json_out: bool = typer.Option(False, "--json", help="Print decision.json to stdout instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Select the thinnest model on par with the best, overall and in every group."""
+    import time
+
+    from .evaluation import CostConfig
+
+    if out is None:
+        out = Path("runs") / time.strftime("select-%Y%m%d-%H%M%S")
+    cost = CostConfig(threads=threads, usd_per_hour=usd_per_hour, instance_vcpus=instance_vcpus,
+                      grid_gco2e_per_kwh=grid_intensity)
+    candidates = None
+    if candidate:
+        from .candidates import from_spec
+
+        candidates = [from_spec(c) if ":" in c else c for c in candidate]
+    _run_select(data, out, _console(quiet), quiet, json_out, target=target, groups=group or None, task=task,
+                metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
+                cost_priority=cost_priority, folds=folds, repeats=repeats, seed=seed, candidates=candidates,
+                overwrite=overwrite, executor=executor, n_jobs=jobs, cost=cost)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Run directory (replaced if it exists)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """The whole selection on an embedded dataset (statsmodels' fair survey, groups: religiousness, age)."""
+    console = _console(quiet)
+    console.print("frugal demo: select on builtin:fair (6,366 rows; groups religious, age_band)")
+    result = _run_select("builtin:fair", out, console, quiet, overwrite=True)
+    from .data import read_table
+
+    df, _, _ = read_table("builtin:fair")
+    model = result.load()
+    rows = df.drop(columns=["had_affair"]).head(3)
+    console.print(f"frugalml.load('{out}') -> {model!r}; predictions for 3 rows: {list(model.predict(rows))}")
+
+
+@app.command("list")
+def list_(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+    """Registered candidates, datasets, metrics and runtimes."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .candidates import CANDIDATES
+    from .data import DATASETS
+    from .evaluation.metrics import ALIASES, DEFAULTS
+
+    console = Console()
+    t = Table(title="candidates (thinnest first)")
+    for col in ("name", "family", "tasks", "interpretable"):
+        t.add_column(col)
+    for name, c in sorted(CANDIDATES.items(), key=lambda kv: kv[1].rank):
+        t.add_row(name, c.family, ", ".join(c.tasks), "yes" if c.interpretable else "")
+    console.print(t)
+    t = Table(title="datasets (builtin:NAME)")
+    for col in ("name", "target", "groups", "source", "description"):
+        t.add_column(col)
+    for name, b in DATASETS.items():
+        t.add_row(name, b.target, ", ".join(b.groups), b.source, b.description)
+    console.print(t)
+    console.print(f"metrics: any scikit-learn scorer name; defaults {DEFAULTS}; plain names {', '.join(ALIASES)}")
+    console.print("runtimes: onnxruntime (exported candidates), native (scikit-learn object via skops)")
+
+
+@app.command()
+def env(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+    """Versions and hardware, for bug reports."""
+    import os
+    import platform
+    from importlib import metadata
+
+    from . import __version__
+    from .evaluation.energy import EnergyMeter
+    from .workflow import _machine
+
+    m = _machine()
+    lines = [f"frugalml {__version__}", f"python {m['python']} on {m['platform']}",
+             f"cpu {m['cpu']}, {m['cores']} logical cores"]
+    try:
+        import psutil
+
+        lines.append(f"memory {psutil.virtual_memory().total / 2**30:.1f} GiB")
+    except ImportError:
+        pass
+    meter = EnergyMeter.create()
+    lines.append(f"energy: {meter.source} ({meter.method})")
+    for pkg in ("numpy", "scipy", "pandas", "scikit-learn", "lightgbm", "onnx", "onnxruntime", "skl2onnx",
+                "onnxmltools", "skops", "fairlearn", "codecarbon", "torch", "dask", "distributed", "flaml"):
+        try:
+            lines.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            lines.append(f"{pkg} not installed")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS"):
+        if os.environ.get(var):
+            lines.append(f"{var}={os.environ[var]}")
+    typer.echo("\n".join(lines))
+
+
+def _click_exceptions():
+    """Usage/exit/abort exception classes of click and of the copy of click that typer may carry."""
+    import importlib
+
+    found = {"UsageError": [], "Exit": [], "Abort": []}
+    for name in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        for key, classes in found.items():
+            if isinstance(getattr(mod, key, None), type):
+                classes.append(getattr(mod, key))
+    return tuple(found["UsageError"]), tuple(found["Exit"]), tuple(found["Abort"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one ``error:`` line and exit 2 for bad input; exit 1 for an internal failure."""
+    from .errors import FrugalError
+
+    usage, exit_, abort = _click_exceptions()
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False, prog_name="frugal")
+        return 0
+    except exit_ as exc:
+        return getattr(exc, "exit_code", 0)
+    except usage as exc:
+        if debug:
+            raise
+        if exc.format_message():  # empty when bare `frugal` printed the help
+            typer.echo(f"error: {exc.format_message()}", err=True)
+        return 2
+    except abort + (KeyboardInterrupt,):
+        typer.echo("error: interrupted", err=True)
+        return 130
+    except FrugalError as exc:
+        if debug:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    except Exception as exc:  # anything else is frugalml's fault: say so, briefly
+        if debug:
+            raise
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        typer.echo(f"error: internal failure: {type(exc).__name__}: {first} (run with --debug for the traceback)",
+                   err=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def _entry() -> None:  # the console script
+    sys.exit(main())

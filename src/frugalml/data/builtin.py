@@ -1,0 +1,99 @@
+"""Datasets that install with a pip package: nothing is downloaded at run time.
+
+Each entry knows its default target and the group columns that make sense for it, so
+``frugal select builtin:fair`` works with no other flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    load: Callable[[], pd.DataFrame]
+    target: str
+    groups: tuple[str, ...] = ()
+    description: str = ""
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+DATASETS: Registry[Builtin] = Registry("dataset")
+
+
+def register_dataset(builtin: Builtin, *, replace: bool = False) -> Builtin:
+    return DATASETS.add(builtin.name, builtin, replace=replace)
+
+
+def _fair() -> pd.DataFrame:
+    from statsmodels.datasets import fair
+
+    df = fair.load_pandas().data.copy()
+    # The classic binary question asked of this survey: did the respondent have any affair?
+    df["had_affair"] = (df.pop("affairs") > 0).map({True: "yes", False: "no"})
+    df["religious"] = df["religious"].map({1.0: "not", 2.0: "mildly", 3.0: "fairly", 4.0: "strongly"})
+    df["age_band"] = pd.cut(df.pop("age"), [0, 25, 35, 100], labels=["<=25", "26-35", ">35"]).astype(str)
+    return df
+
+
+def _penguins() -> pd.DataFrame:
+    import palmerpenguins
+
+    return palmerpenguins.load_penguins()
+
+
+def _diabetes() -> pd.DataFrame:
+    from sklearn.datasets import load_diabetes
+
+    df = load_diabetes(as_frame=True, scaled=False).frame
+    df["sex"] = df["sex"].map({1.0: "a", 2.0: "b"})  # the source codes sex as 1/2 without naming them
+    return df
+
+
+def _breast_cancer() -> pd.DataFrame:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True)
+    df = data.frame
+    df["target"] = df["target"].map(dict(enumerate(data.target_names)))
+    return df
+
+
+def _anes96() -> pd.DataFrame:
+    from statsmodels.datasets import anes96
+
+    df = anes96.load_pandas().data.copy()
+    df["vote"] = df["vote"].map({0.0: "clinton", 1.0: "dole"})
+    df["educ_level"] = df["educ"].map(lambda e: "no degree" if e <= 4 else "degree").astype(str)
+    return df.drop(columns=["popul"])
+
+
+def _wine() -> pd.DataFrame:
+    from sklearn.datasets import load_wine
+
+    df = load_wine(as_frame=True).frame
+    df["target"] = "cultivar_" + df["target"].astype(str)
+    return df
+
+
+for _b in (
+    Builtin("fair", _fair, "had_affair", ("religious", "age_band"),
+            "6,366 married women surveyed in 1974; binary: any extramarital affair", "statsmodels"),
+    Builtin("penguins", _penguins, "species", ("sex", "island"),
+            "344 Palmer penguins; 3 species from body measurements", "palmerpenguins"),
+    Builtin("diabetes", _diabetes, "target", ("sex",),
+            "442 diabetes patients; regression: disease progression after one year", "scikit-learn"),
+    Builtin("breast_cancer", _breast_cancer, "target", (),
+            "569 breast tumours; binary: malignant or benign", "scikit-learn"),
+    Builtin("anes96", _anes96, "vote", ("educ_level",),
+            "944 voters in the 1996 US election; binary: Clinton or Dole", "statsmodels"),
+    Builtin("wine", _wine, "target", (), "178 wines; 3 cultivars from chemical analysis", "scikit-learn"),
+):
+    register_dataset(_b)

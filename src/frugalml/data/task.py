@@ -1,0 +1,214 @@
+"""Load a table into a validated ``Task``: features, encoded target, groups, metric.
+
+Every check here turns a mistake a user can make into one ``DataError`` line that says what to fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from .builtin import DATASETS
+
+MISSING = "__missing__"  # the category that stands for a missing categorical value
+
+
+@dataclass
+class Schema:
+    """What a deployed model expects: its columns and their kinds, and what it predicts."""
+
+    task: str  # "classification" | "regression"
+    numeric: list[str]
+    categorical: list[str]
+    target: str
+    classes: list | None = None  # original label values, index = encoded class
+
+    @property
+    def columns(self) -> list[str]:
+        return self.numeric + self.categorical
+
+    def to_json(self) -> dict:
+        return {"task": self.task, "numeric": self.numeric, "categorical": self.categorical,
+                "target": self.target, "classes": self.classes}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Schema":
+        return cls(d["task"], list(d["numeric"]), list(d["categorical"]), d["target"], d.get("classes"))
+
+
+@dataclass
+class Task:
+    X: pd.DataFrame  # features, already in the schema's canonical dtypes
+    y: np.ndarray  # class indices (classification) or float values (regression)
+    schema: Schema
+    groups: dict[str, np.ndarray] = field(default_factory=dict)  # column -> group label per row (str)
+    source: str = ""
+    dropped_rows: int = 0  # rows dropped because the target was missing
+
+    @property
+    def kind(self) -> str:
+        return self.schema.task
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.y)
+
+
+def prepare_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Put a frame's feature columns into canonical dtypes: float64 numbers, str categories.
+
+    Extra columns are ignored; a missing one is an error. Used for training and for prediction, so
+    both see identical inputs.
+    """
+    missing = [c for c in schema.columns if c not in df.columns]
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(map(repr, missing))}; the model needs {schema.columns}")
+    out = {}
+    for c in schema.numeric:
+        try:
+            out[c] = pd.to_numeric(df[c], errors="raise").astype("float64").to_numpy()
+        except (ValueError, TypeError):
+            raise DataError(f"column {c!r} must be numeric, found values like {df[c].dropna().iloc[:3].tolist()}") from None
+    for c in schema.categorical:
+        col = df[c]
+        values = col.astype(object).to_numpy()
+        mask = pd.isna(col).to_numpy()
+        values = np.where(mask, MISSING, values).astype(str).astype(object)
+        out[c] = values
+    return pd.DataFrame(out, index=df.index, columns=schema.columns)
+
+
+def read_table(data: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, "object | None"]:
+    """Read DATA (a frame, a CSV/Parquet path, or ``builtin:NAME``) -> (frame, source, builtin)."""
+    if isinstance(data, pd.DataFrame):
+        return data, "dataframe", None
+    text = str(data)
+    if text.startswith("builtin:"):
+        b = DATASETS.get(text.split(":", 1)[1])
+        return b.load(), text, b
+    path = Path(text)
+    if not path.exists():
+        raise DataError(f"file {text} not found; give a .csv or .parquet path, or builtin:NAME (see frugal list)")
+    if path.is_dir():
+        raise DataError(f"{text} is a folder; give a .csv or .parquet file")
+    if path.stat().st_size == 0:
+        raise DataError(f"file {text} is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif suffix in (".csv", ".txt", ".tsv"):
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", encoding="utf-8")
+        else:
+            raise DataError(f"file {text} has an unknown type {suffix!r}; use .csv or .parquet")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"file {text} is not UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"file {text} has no data") from None
+    except (pd.errors.ParserError, OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {text}: {first}") from None
+    if df.shape[0] == 0:
+        raise DataError(f"file {text} has a header but no rows")
+    return df, str(path), None
+
+
+def infer_task(y: pd.Series) -> str:
+    """Classification for labels (text, bools, few integer values); regression for other numbers."""
+    if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
+        return "classification"
+    values = y.dropna()
+    if np.all(np.mod(values, 1) == 0) and values.nunique() <= 20:
+        return "classification"
+    return "regression"
+
+
+def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str, ...] | None = None,
+              task: str = "auto", features: list[str] | None = None, min_rows: int = 2) -> Task:
+    """Load DATA into a validated Task.
+
+    ``groups`` name columns whose values define user groups (checked separately); they stay features.
+    ``min_rows`` is the smallest usable row count (select passes its number of folds).
+    """
+    df, source, builtin = read_table(data)
+    if df.columns.duplicated().any():
+        dup = df.columns[df.columns.duplicated()].tolist()
+        raise DataError(f"duplicate column name(s) {dup}; rename them")
+    df.columns = [str(c) for c in df.columns]
+    if target is None:
+        if builtin is None:
+            raise DataError("--target is required: name the column to predict")
+        target = builtin.target
+    if groups is None:
+        groups = list(builtin.groups) if builtin is not None else []
+    if target not in df.columns:
+        raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
+    for g in groups:
+        if g not in df.columns:
+            raise DataError(f"group column {g!r} not found; columns are {list(df.columns)}")
+        if g == target:
+            raise DataError(f"group column {g!r} is the target; pick another column")
+    if task not in ("auto", "classification", "regression"):
+        raise DataError(f"--task must be auto, classification or regression, not {task!r}")
+
+    y_raw = df[target]
+    if y_raw.isna().all():
+        raise DataError(f"target column {target!r} is empty (all values missing)")
+    keep = ~y_raw.isna().to_numpy()
+    dropped = int((~keep).sum())
+    df = df.loc[keep].reset_index(drop=True)
+    y_raw = df[target]
+    kind = infer_task(y_raw) if task == "auto" else task
+
+    if kind == "classification":
+        classes, y = np.unique(y_raw.astype(object).to_numpy() if not pd.api.types.is_numeric_dtype(y_raw)
+                               else y_raw.to_numpy(), return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(f"target column {target!r} has a single class ({classes[0]!r}); nothing to predict")
+        counts = np.bincount(y)
+        if counts.min() < min_rows:
+            rare = classes[int(np.argmin(counts))]
+            raise DataError(f"class {rare!r} of {target!r} has only {counts.min()} row(s); each class needs at least "
+                            f"{min_rows} (one per fold): lower --folds or merge rare classes")
+        class_list = [c.item() if hasattr(c, "item") else c for c in classes]
+    else:
+        try:
+            y = pd.to_numeric(y_raw, errors="raise").astype("float64").to_numpy()
+        except (ValueError, TypeError):
+            raise DataError(f"target {target!r} is not numeric, so it cannot be a regression target; "
+                            "use --task classification") from None
+        class_list = None
+    if len(y) < min_rows:
+        raise DataError(f"only {len(y)} row(s) with a target; need at least {min_rows} (one per fold): lower --folds")
+
+    cols = features if features is not None else [c for c in df.columns if c != target]
+    for c in cols:
+        if c not in df.columns:
+            raise DataError(f"feature column {c!r} not found; columns are {list(df.columns)}")
+    if not cols:
+        raise DataError("no feature columns left besides the target")
+    numeric, categorical = [], []
+    for c in cols:
+        if df[c].isna().all():
+            continue  # carries no information; leave it out
+        is_num = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        (numeric if is_num else categorical).append(c)
+    if not numeric and not categorical:
+        raise DataError("every feature column is empty")
+    schema = Schema(kind, numeric, categorical, target, class_list)
+    X = prepare_frame(df, schema)
+
+    group_values: dict[str, np.ndarray] = {}
+    for g in groups:
+        col = df[g]
+        values = np.where(col.isna().to_numpy(), "(missing)", col.astype(str).to_numpy()).astype(object)
+        if len(set(values)) < 2:
+            raise DataError(f"group column {g!r} has a single value ({values[0]!r}); a group check needs at least two")
+        group_values[g] = values
+    return Task(X=X, y=y, schema=schema, groups=group_values, source=source, dropped_rows=dropped)

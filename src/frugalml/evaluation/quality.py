@@ -1,0 +1,141 @@
+"""Quality: fit every candidate on the same repeated k-fold splits, score each fold overall and per group."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from ..candidates import Candidate, build_pipeline
+from ..data import Schema, Splits, Task
+from ..errors import ConfigError, need
+from .metrics import Metric, Replay, score
+
+
+@dataclass
+class FoldScores:
+    """One candidate's evidence: J fold scores (higher-is-better form), the same per group, fit times."""
+
+    name: str
+    scores: np.ndarray  # (J,)
+    group_scores: dict[str, np.ndarray] = field(default_factory=dict)  # "col=value" -> (J,), NaN if undefined
+    fit_s: float = float("nan")
+    error: str | None = None
+
+
+def group_masks(task: Task) -> dict[str, np.ndarray]:
+    """"col=value" -> boolean row mask, for every group column the task names."""
+    masks = {}
+    for col, values in task.groups.items():
+        for v in sorted(set(values)):
+            masks[f"{col}={v}"] = values == v
+    return masks
+
+
+def _fit_fold(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y: np.ndarray,
+              train: np.ndarray, test: np.ndarray) -> dict:
+    import warnings
+
+    pipe = build_pipeline(estimator, schema, scale)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            pipe.fit(X.iloc[train], y[train])
+            fit_s = time.perf_counter() - t0
+            Xt = X.iloc[test]
+            out = {"predict": np.asarray(pipe.predict(Xt))}
+            if schema.task == "classification":
+                n_classes = len(schema.classes)
+                for method in ("predict_proba", "decision_function"):
+                    if hasattr(pipe, method):
+                        raw = np.asarray(getattr(pipe, method)(Xt))
+                        if method == "predict_proba" and raw.shape[1] != n_classes:  # a class absent in training
+                            full = np.zeros((len(test), n_classes))
+                            full[:, np.asarray(pipe.classes_, dtype=int)] = raw
+                            raw = full
+                        out[method] = raw
+                        break
+    except Exception as exc:  # a candidate that fails is reported as failed, never crashes the run
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"}
+    return {"fit_s": fit_s, "outputs": out}
+
+
+@contextmanager
+def executor_backend(executor: str | None):
+    """joblib backend for ``--executor``: local processes, or an existing Dask cluster."""
+    import joblib
+
+    if executor in (None, "", "local"):
+        yield None
+        return
+    if executor.startswith("dask://"):
+        distributed = need("distributed", "--executor dask://", "dask")
+        address = "tcp://" + executor[len("dask://"):]
+        try:
+            client = distributed.Client(address, timeout="10s")
+        except OSError as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+        try:
+            with joblib.parallel_backend("dask"):
+                yield client
+        finally:
+            client.close()
+        return
+    raise ConfigError(f"--executor {executor!r} is not supported; use local or dask://HOST:PORT")
+
+
+def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, metric: Metric, *,
+                     seed: int = 0, n_jobs: int = -1, executor: str | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> list[FoldScores]:
+    from joblib import Parallel, delayed
+
+    jobs = [(ci, j) for ci in range(len(candidates)) for j in range(len(splits.indices))]
+    n_classes = len(task.schema.classes) if task.kind == "classification" else None
+    built = {}
+    for ci, c in enumerate(candidates):
+        try:
+            built[ci] = c.build(task.kind, seed)
+        except Exception as exc:  # a factory that fails is the user's candidate failing, reported as such
+            if isinstance(exc, ConfigError):
+                raise
+            built[ci] = exc
+    results: dict[tuple[int, int], dict] = {}
+    runnable = [(ci, j) for ci, j in jobs if not isinstance(built[ci], Exception)]
+    for ci, j in jobs:
+        if isinstance(built[ci], Exception):
+            results[(ci, j)] = {"error": f"{type(built[ci]).__name__}: {built[ci]}"}
+    from sklearn.base import clone
+
+    with executor_backend(executor):
+        par = Parallel(n_jobs=n_jobs if executor in (None, "", "local") else -1, return_as="generator")
+        stream = par(delayed(_fit_fold)(clone(built[ci]), task.schema, candidates[ci].scale, task.X, task.y,
+                                        *splits.indices[j]) for ci, j in runnable)
+        for k, res in enumerate(stream):
+            results[runnable[k]] = res
+            if progress:
+                progress(k + 1, len(runnable))
+
+    masks = group_masks(task)
+    out = []
+    for ci, c in enumerate(candidates):
+        fold = [results[(ci, j)] for j in range(len(splits.indices))]
+        errors = [r["error"] for r in fold if "error" in r]
+        if errors:
+            out.append(FoldScores(c.name, np.full(len(fold), np.nan), error=errors[0]))
+            continue
+        scores = np.empty(len(fold))
+        gscores = {g: np.empty(len(fold)) for g in masks}
+        for j, (r, (_, test)) in enumerate(zip(fold, splits.indices)):
+            replay = Replay(task.kind, n_classes, r["outputs"])
+            local = np.arange(len(test))
+            scores[j] = score(metric, replay, local, task.y[test])
+            for g, mask in masks.items():
+                sel = local[mask[test]]
+                gscores[g][j] = score(metric, replay, sel, task.y[test][sel]) if len(sel) else np.nan
+        out.append(FoldScores(c.name, scores, gscores, float(np.mean([r["fit_s"] for r in fold]))))
+    return out

@@ -1,0 +1,74 @@
+"""The statistics behind "on par": the Nadeau-Bengio corrected resampled t-test, as a non-inferiority
+test with a margin, and Holm's step-down correction across groups.
+
+Scores are in higher-is-better form; d_j = score(candidate)_j - score(best)_j over the same J folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class NonInferiority:
+    diff_mean: float  # mean(d)
+    se: float  # corrected standard error
+    lower: float  # one-sided (1 - alpha) lower bound of the mean difference
+    upper: float  # the matching upper bound (the two-sided 1 - 2 alpha interval is [lower, upper])
+    p_value: float  # H0: mean difference <= -margin
+    n_folds: int
+
+    def non_inferior(self, alpha: float) -> bool:
+        return self.p_value < alpha
+
+
+def corrected_se(d: np.ndarray, test_train_ratio: float) -> float:
+    """Nadeau & Bengio (2003): SE = sqrt((1/J + n_test/n_train) * var(d)), var with ddof=1."""
+    j = len(d)
+    return float(np.sqrt((1.0 / j + test_train_ratio) * np.var(d, ddof=1)))
+
+
+def non_inferiority(d: np.ndarray, margin: float, test_train_ratio: float, alpha: float = 0.05) -> NonInferiority:
+    """Test H0: mean(d) <= -margin against H1: mean(d) > -margin; NaN folds are left out."""
+    d = np.asarray(d, dtype=float)
+    d = d[np.isfinite(d)]
+    j = len(d)
+    if j < 2:
+        return NonInferiority(float(np.mean(d)) if j else float("nan"), float("nan"), float("nan"),
+                              float("nan"), float("nan"), j)
+    mean = float(np.mean(d))
+    se = corrected_se(d, test_train_ratio)
+    t_crit = float(stats.t.ppf(1 - alpha, j - 1))
+    if se == 0.0:  # identical scores on every fold (e.g. the best against itself)
+        p = 0.0 if mean > -margin else 1.0
+    else:
+        p = float(stats.t.sf((mean + margin) / se, j - 1))
+    return NonInferiority(mean, se, mean - t_crit * se, mean + t_crit * se, p, j)
+
+
+def mean_ci(scores: np.ndarray, test_train_ratio: float, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of fold scores and its corrected two-sided confidence interval."""
+    s = np.asarray(scores, dtype=float)
+    s = s[np.isfinite(s)]
+    if len(s) < 2:
+        m = float(np.mean(s)) if len(s) else float("nan")
+        return m, m, m
+    m = float(np.mean(s))
+    half = float(stats.t.ppf(0.5 + level / 2, len(s) - 1)) * corrected_se(s, test_train_ratio)
+    return m, m - half, m + half
+
+
+def holm(p_values: dict[str, float], alpha: float) -> dict[str, bool]:
+    """Holm's step-down procedure: which null hypotheses are rejected, family-wise error <= alpha."""
+    order = sorted(p_values, key=lambda k: p_values[k])
+    m = len(order)
+    rejected = {k: False for k in order}
+    for i, k in enumerate(order):
+        if p_values[k] <= alpha / (m - i):
+            rejected[k] = True
+        else:
+            break
+    return rejected

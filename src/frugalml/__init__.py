@@ -6,7 +6,8 @@ The public API. Heavy libraries (scikit-learn, ONNX Runtime, torch) load only wh
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "select", "load", "load_task", "register_candidate", "FrugalError"]
+__all__ = ["__version__", "select", "load", "load_task", "register_candidate", "candidates_from_estimator",
+           "FrugalError"]
 
 from .errors import FrugalError
 
@@ -28,4 +29,8 @@ def __getattr__(name):
         from .candidates import register_candidate
 
         return register_candidate
+    if name == "candidates_from_estimator":
+        from .candidates import from_estimator
+
+        return from_estimator
     raise AttributeError(f"module 'frugalml' has no attribute {name!r}")

@@ -148,7 +148,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
         "energy": {"source": meter.source, "method": meter.method},
         "machine": _machine(),
     }
-    decision = json.loads(json.dumps(decision, default=_json_default))
+    decision = _plain(decision)
     if out_path is None:
         return SelectResult(decision, None)
 
@@ -163,10 +163,10 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
                        onnx_data=art["onnx"], info={"agreement": art.get("agreement"),
                                                     "onnx_error": art.get("onnx_error"),
                                                     "metric": m.name, "frugalml_version": __version__})
-        folds_record = {fs.name: {"scores": fs.scores.tolist(), "groups": {g: v.tolist() for g, v in fs.group_scores.items()},
-                                  "error": fs.error} for fs in fold_scores}
-        (tmp / "folds.json").write_text(json.dumps({"metric": m.name, "higher_is_better_scores": True,
-                                                    "candidates": folds_record}, default=_json_default))
+        folds_record = {fs.name: {"scores": fs.scores, "groups": fs.group_scores, "error": fs.error}
+                        for fs in fold_scores}
+        (tmp / "folds.json").write_text(json.dumps(_plain({"metric": m.name, "scores_higher_is_better": True,
+                                                           "candidates": folds_record})))
         (tmp / "decision.json").write_text(json.dumps(decision, indent=2))
         (tmp / "report.md").write_text(render_markdown(decision))
         _commit(tmp, out_path)
@@ -176,11 +176,14 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     return SelectResult(decision, out_path)
 
 
-def _json_default(o):
+def _plain(o):
+    """Plain JSON values: numpy scalars and arrays unwrapped, NaN and infinities as null."""
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in o]
     if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, float) and o != o:
+        o = o.item()
+    if isinstance(o, float) and not np.isfinite(o):
         return None
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    return o

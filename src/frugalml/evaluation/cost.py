@@ -28,9 +28,15 @@ class CostConfig:
     usd_per_hour: float = 0.096  # instance price; default: a 2-vCPU general-purpose cloud instance
     instance_vcpus: int = 2
     grid_gco2e_per_kwh: float = 475.0  # world average used by CodeCarbon when the region is unknown
+    memory_probe: bool = True  # measure peak memory in a child process (about 3 s per candidate)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+# Fitted attributes that describe the fit rather than parameterise the model.
+_NOT_PARAMS = {"classes_", "n_iter_", "n_features_in_", "feature_names_in_", "n_samples_seen_", "n_outputs_",
+               "class_count_", "n_layers_", "t_", "loss_curve_", "validation_scores_", "best_loss_"}
 
 
 def count_params(obj, _seen=None) -> int:
@@ -52,7 +58,7 @@ def count_params(obj, _seen=None) -> int:
         return int(obj.tree_.node_count)
     total = 0
     for name, value in vars(obj).items():
-        if not name.endswith("_") or name.startswith("_"):
+        if not name.endswith("_") or name.startswith("_") or name in _NOT_PARAMS:
             continue
         if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
             total += value.size
@@ -157,7 +163,7 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
         else:
             deployed, deployed_tput = native, native_tput
             cost["format"], cost["size_bytes"] = "native", len(artifact["skops"])
-        cost["peak_memory_mb"] = _peak_memory(artifact, schema, big, cfg)
+        cost["peak_memory_mb"] = _peak_memory(artifact, schema, big) if cfg.memory_probe else float("nan")
 
     cost.update({
         "latency_ms_p50": deployed["p50"], "latency_ms_p99": deployed["p99"],
@@ -173,7 +179,7 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
     return cost, artifact
 
 
-def _peak_memory(artifact: dict, schema: Schema, big: pd.DataFrame, cfg: CostConfig) -> float:
+def _peak_memory(artifact: dict, schema: Schema, big: pd.DataFrame) -> float:
     """Peak resident memory added by loading the artifact and predicting one large batch, in MB.
 
     Measured in a fresh child process, so that memory freed by earlier candidates cannot hide it.

@@ -1,0 +1,60 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+SCHEMA = Path(__file__).parent / "decision.schema.json"
+SHARED_SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "design" / "decision.schema.json"
+
+
+@pytest.fixture
+def fast_cost():
+    from frugalml.evaluation import CostConfig
+
+    return CostConfig(latency_calls=60, time_budget_s=0.05, batch_large=200, memory_probe=False)
+
+
+@pytest.fixture
+def validate_decision():
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+
+    def check(decision: dict) -> None:
+        jsonschema.validate(decision, schema)
+        # strict JSON: no NaN/Infinity anywhere
+        json.loads(json.dumps(decision), parse_constant=lambda c: pytest.fail(f"non-finite number {c}"))
+
+    return check
+
+
+def linear_data(n=600, seed=0) -> pd.DataFrame:
+    """Binary target from a linear rule plus noise: a linear model is as good as anything here."""
+    rng = np.random.default_rng(seed)
+    x1, x2, x3 = rng.normal(size=(3, n))
+    colour = rng.choice(["red", "green", "blue"], size=n)
+    logit = 1.5 * x1 - 1.0 * x2 + 0.8 * (colour == "red")
+    y = np.where(rng.random(n) < 1 / (1 + np.exp(-logit)), "yes", "no")
+    region = rng.choice(["north", "south"], size=n)
+    return pd.DataFrame({"x1": x1, "x2": x2, "x3": x3, "colour": colour, "region": region, "label": y})
+
+
+def group_harm_data(n=3000, seed=0) -> pd.DataFrame:
+    """Group A (85%) follows a linear rule; group B (15%) an XOR that no linear model can learn.
+
+    Overall a linear model loses only ~0.15 x 0.45 accuracy; inside group B it loses ~0.45.
+    """
+    rng = np.random.default_rng(seed)
+    g = np.where(rng.random(n) < 0.15, "B", "A")
+    x1, x2 = rng.normal(size=(2, n))
+    y = np.where(g == "A", x1 + x2 > 0, x1 * x2 > 0).astype(int)
+    return pd.DataFrame({"x1": x1, "x2": x2, "g": g, "y": y})
+
+
+@pytest.fixture
+def linear_csv(tmp_path):
+    p = tmp_path / "linear.csv"
+    linear_data().to_csv(p, index=False)
+    return p

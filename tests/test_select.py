@@ -1,0 +1,152 @@
+"""End-to-end selection on data whose answer is known."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import frugalml
+from conftest import group_harm_data, linear_data
+
+
+def by_name(decision):
+    return {c["name"]: c for c in decision["candidates"]}
+
+
+def test_linear_truth_recommends_a_thin_model(tmp_path, fast_cost, validate_decision):
+    df = linear_data(n=800)
+    out = tmp_path / "run"
+    res = frugalml.select(df, "label", groups=["region"], candidates=["linear", "random_forest", "lightgbm"],
+                          out=out, cost=fast_cost)
+    d = res.decision
+    validate_decision(d)
+    assert d["command"] == "select" and d["task"] == "classification" and d["metric"] == "accuracy"
+    assert d["groups"] == ["region"]
+    cands = by_name(d)
+    assert cands["linear"]["on_par"]
+    assert d["recommended"] == "linear"
+    assert cands["linear"]["rejected_because"] is None
+    for name, c in cands.items():
+        if name != "linear":
+            assert c["rejected_because"]
+        assert set(c["groups"]) == {"region=north", "region=south"}
+        assert c["cost"]["format"] == "onnx"
+    assert "linear" in d["reason"] and len(d["reason"]) > 40
+    # every record on the file equals what select returned
+    assert json.loads((out / "decision.json").read_text()) == d
+    report = (out / "report.md").read_text()
+    assert "Recommended: `linear`" in report and "region=north" in report
+    folds = json.loads((out / "folds.json").read_text())
+    assert len(folds["candidates"]["linear"]["scores"]) == 10
+
+
+def test_loaded_model_matches_a_refit_native_pipeline(tmp_path, fast_cost):
+    from frugalml.candidates import CANDIDATES, build_pipeline
+    from frugalml.data import load_task
+
+    df = linear_data(n=500, seed=3)
+    frugalml.select(df, "label", candidates=["linear", "decision_tree"], out=tmp_path / "r", cost=fast_cost)
+    model = frugalml.load(tmp_path / "r")
+    assert model.format == "onnx"
+    new = linear_data(n=50, seed=9).drop(columns=["label"]).assign(extra="ignored")
+    pred = model.predict(new)
+    assert set(pred) <= {"yes", "no"}  # original label values
+    task = load_task(df, "label")
+    cand = CANDIDATES.get(model.name)
+    native = build_pipeline(cand.build("classification", 0), task.schema, cand.scale).fit(task.X, task.y)
+    from frugalml.data import prepare_frame
+
+    expected = np.asarray(task.schema.classes, dtype=object)[native.predict(prepare_frame(new, task.schema))]
+    assert (pred == expected).all()
+    np.testing.assert_allclose(model.predict_proba(new), native.predict_proba(prepare_frame(new, task.schema)),
+                               atol=1e-5)
+    # the skops copy loads without pickle and agrees
+    native_loaded = frugalml.load(tmp_path / "r", native=True)
+    assert (native_loaded.predict(new) == pred).all()
+    with pytest.raises(frugalml.FrugalError, match="missing column"):
+        model.predict(new.drop(columns=["x1"]))
+
+
+def test_a_model_that_hurts_one_group_is_not_recommended(fast_cost, validate_decision):
+    """Linear is on par overall (within 0.1) but loses ~0.45 accuracy in group B: it must be rejected."""
+    df = group_harm_data()
+    kwargs = dict(candidates=["linear", "random_forest"], tolerance=0.1, cost=fast_cost)
+    without_groups = frugalml.select(df, "y", **kwargs).decision
+    assert by_name(without_groups)["linear"]["vs_best"]["non_inferior"]
+    assert without_groups["recommended"] == "linear"  # blind to groups, the thin model wins
+
+    d = frugalml.select(df, "y", groups=["g"], **kwargs).decision
+    validate_decision(d)
+    lin = by_name(d)["linear"]
+    assert lin["vs_best"]["non_inferior"]  # still on par overall...
+    assert lin["groups"]["g=B"]["non_inferior"] is False  # ...but not in group B
+    assert lin["groups"]["g=A"]["non_inferior"] is True
+    assert not lin["on_par"]
+    assert lin["rejected_because"].startswith("group g=B")
+    assert d["recommended"] == "random_forest"
+
+
+def test_small_groups_are_reported_untested(fast_cost):
+    df = linear_data(n=400)
+    df["site"] = np.where(np.arange(len(df)) < 20, "tiny", "big")
+    d = frugalml.select(df, "label", groups=["site"], candidates=["linear", "decision_tree"], cost=fast_cost).decision
+    for c in d["candidates"]:
+        assert c["groups"]["site=tiny"]["tested"] is False
+        assert c["groups"]["site=tiny"]["non_inferior"] is None
+        assert c["groups"]["site=tiny"]["n"] == 20
+        assert c["groups"]["site=big"]["tested"] is True
+    assert "site=tiny" in d["reason"] and "not tested" in d["reason"]
+
+
+def test_regression_with_a_lower_is_better_metric(fast_cost, validate_decision):
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400), "sex": rng.choice(["f", "m"], 400)})
+    df["y"] = 3 * df["a"] - 2 * df["b"] + rng.normal(scale=0.5, size=400)
+    d = frugalml.select(df, "y", groups=["sex"], metric="rmse", tolerance=0.05,
+                        candidates=["dummy", "linear", "random_forest"], cost=fast_cost).decision
+    validate_decision(d)
+    assert d["task"] == "regression" and d["higher_is_better"] is False
+    c = by_name(d)
+    assert d["best"] == "linear" and d["recommended"] == "linear"
+    assert 0.4 < c["linear"]["quality"]["mean"] < 0.6  # RMSE in the target's units, positive
+    assert c["dummy"]["quality"]["mean"] > 3  # the baseline is far worse...
+    assert c["dummy"]["vs_best"]["diff_mean"] > 0  # ...which for RMSE is a positive difference
+    assert not c["dummy"]["on_par"] and "not on par overall" in c["dummy"]["rejected_because"]
+    assert c["random_forest"]["vs_best"]["ci_low"] <= c["random_forest"]["vs_best"]["diff_mean"] \
+        <= c["random_forest"]["vs_best"]["ci_high"]
+
+
+def test_user_estimator_and_failing_candidate(fast_cost, validate_decision):
+    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.linear_model import SGDClassifier
+
+    class Broken(ClassifierMixin, BaseEstimator):
+        def fit(self, X, y):
+            raise RuntimeError("cannot learn")
+
+        def predict(self, X):
+            return np.zeros(len(X))
+
+    df = linear_data(n=300)
+    d = frugalml.select(df, "label", candidates=["linear", SGDClassifier(loss="log_loss", random_state=0),
+                                                 frugalml.candidates_from_estimator(Broken(), "broken")],
+                        cost=fast_cost).decision
+    validate_decision(d)
+    assert "sgdclassifier" in by_name(d)
+    assert d["failed"] == [{"name": "broken", "error": "RuntimeError: cannot learn"}]
+
+
+def test_pareto_flags_are_consistent(fast_cost):
+    d = frugalml.select(linear_data(n=300), "label", candidates=["dummy", "linear", "knn", "random_forest"],
+                        cost=fast_cost).decision
+    sign = 1 if d["higher_is_better"] else -1
+    for a in d["candidates"]:
+        dominated = any(sign * b["quality"]["mean"] >= sign * a["quality"]["mean"]
+                        and b["cost"]["latency_ms_p99"] <= a["cost"]["latency_ms_p99"]
+                        and b["cost"]["size_bytes"] <= a["cost"]["size_bytes"] and b is not a
+                        and (b["quality"]["mean"], b["cost"]["latency_ms_p99"], b["cost"]["size_bytes"])
+                        != (a["quality"]["mean"], a["cost"]["latency_ms_p99"], a["cost"]["size_bytes"])
+                        for b in d["candidates"])
+        assert a["pareto"] == (not dominated)
+    assert any(c["pareto"] for c in d["candidates"])

@@ -63,12 +63,19 @@ def test_param_counts_are_the_learned_numbers(tasks):
     assert count_params(tree) == tree.named_steps["model"].tree_.node_count + 3  # + imputer statistics
 
 
+class Payload:
+    """Stands for any type a frugalml model folder never contains."""
+
+    def __init__(self):
+        self.command = "echo owned"
+
+
 def test_skops_refuses_untrusted_types(tmp_path):
     import skops.io as sio
 
     from frugalml.errors import ModelError
 
-    data = sio.dumps({"model": np.arange(3), "fn": np.random.default_rng(0)})
+    data = sio.dumps({"model": np.arange(3), "payload": Payload()})
     with pytest.raises(ModelError, match="does not trust"):
         load_skops(data, "x.skops")
     with pytest.raises(ModelError, match="not a valid skops file"):

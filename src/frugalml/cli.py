@@ -123,7 +123,8 @@ def demo(
     df, _, _ = read_table("builtin:fair")
     model = result.load()
     rows = df.drop(columns=["had_affair"]).head(3)
-    console.print(f"frugalml.load('{out}') -> {model!r}; predictions for 3 rows: {list(model.predict(rows))}")
+    if not quiet:
+        typer.echo(f"frugalml.load('{out}') -> {model!r}; predictions for 3 rows: {list(model.predict(rows))}")
 
 
 @app.command("list")

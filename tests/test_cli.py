@@ -1,0 +1,62 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import frugalml
+from conftest import linear_data
+from frugalml.cli import main
+
+FAST = ["--folds", "3", "--repeats", "1"]
+
+
+def test_select_cli_with_a_user_candidate(tmp_path, capsys, monkeypatch, validate_decision):
+    (tmp_path / "my_models.py").write_text(textwrap.dedent("""
+        from sklearn.linear_model import RidgeClassifier
+
+        def ridge():
+            return RidgeClassifier(alpha=1.0)
+    """))
+    monkeypatch.chdir(tmp_path)
+    linear_data(n=300).to_csv(tmp_path / "d.csv", index=False)
+    code = main(["select", "d.csv", "--target", "label", "--group", "region", "--candidate", "linear",
+                 "--candidate", "my_models:ridge", "--out", "run", "--json", *FAST])
+    out = capsys.readouterr().out
+    assert code == 0
+    d = json.loads(out)
+    validate_decision(d)
+    assert {c["name"] for c in d["candidates"]} == {"linear", "ridge"}
+    assert json.loads((tmp_path / "run" / "decision.json").read_text()) == d
+    assert (tmp_path / "run" / "model" / "meta.json").exists()
+
+
+def test_select_prints_the_summary_table(tmp_path, capsys):
+    code = main(["select", "builtin:penguins", "--candidate", "linear", "--candidate", "decision_tree",
+                 "--out", str(tmp_path / "p"), *FAST])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "recommended" in out and "linear" in out and "run directory" in out
+    model = frugalml.load(tmp_path / "p")
+    assert set(model.predict(frugalml.load_task("builtin:penguins").X.head(20))) <= {"Adelie", "Chinstrap", "Gentoo"}
+
+
+def test_list_and_env(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("random_forest", "lightgbm", "mlp", "fair", "penguins", "accuracy"):
+        assert word in out
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "frugalml 0.1.0" in out and "scikit-learn" in out and "energy:" in out
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "frugalml.cli", "demo", "--out", str(tmp_path / "demo")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    d = json.loads((tmp_path / "demo" / "decision.json").read_text())
+    assert len(d["candidates"]) >= 8 and d["groups"] == ["religious", "age_band"]
+    assert "recommended" in res.stdout and "predictions for 3 rows" in res.stdout

@@ -22,7 +22,8 @@ from .candidates import Candidate, build_pipeline, from_estimator, ladder
 from .candidates.artifact import DeployedModel, load, save_model_dir
 from .data import load_task, make_splits
 from .errors import ConfigError
-from .evaluation import CostConfig, EnergyMeter, evaluate_quality, group_masks, measure_cost, resolve_metric
+from .evaluation import (CostConfig, EnergyMeter, evaluate_quality, group_masks, measure_cost, measure_peak_memory,
+                         resolve_metric)
 from .report import render_markdown
 from .selection import COST_PRIORITIES, DecisionConfig, decide
 
@@ -131,6 +132,8 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
         costs[fs.name], artifacts[fs.name] = measure_cost(pipe, t.schema, t.X, cost, fit_s=fs.fit_s, meter=meter,
                                                           seed=seed)
         report("cost", k + 1, len(ok))
+    for name, mb in measure_peak_memory(artifacts, t.schema, t.X, cost, seed).items():
+        costs[name]["peak_memory_mb"] = mb
 
     sizes = {g: int(mask.sum()) for g, mask in group_masks(t).items()}
     result = decide(m, fold_scores, costs, chosen, sizes, splits.test_train_ratio,

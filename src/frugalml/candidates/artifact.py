@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data import Schema, prepare_frame
-from ..errors import ModelError
+from ..data import MISSING, Schema, prepare_frame
+from ..errors import DataError, ModelError
 
 META = "meta.json"
 ONNX_FILE = "model.onnx"
@@ -44,12 +44,28 @@ def _register_lightgbm() -> None:
 
 
 def onnx_inputs(frame: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
-    """One (n, 1) input per column: float32 numbers, string categories."""
+    """One (n, 1) input per column: float32 numbers, string categories (missing -> data.MISSING).
+
+    Takes a user's frame as it comes (same conversions as ``data.prepare_frame``, without building a new
+    DataFrame: at batch 1 that costs more than the model itself).
+    """
+    missing = [c for c in schema.columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(map(repr, missing))}; the model needs {schema.columns}")
     feeds = {}
     for c in schema.numeric:
-        feeds[c] = frame[c].to_numpy(dtype=np.float32).reshape(-1, 1)
+        values = frame[c].to_numpy()
+        try:
+            feeds[c] = np.asarray(values, dtype=np.float32).reshape(-1, 1)
+        except (TypeError, ValueError):  # pandas NA, numeric strings: the slow, forgiving path
+            feeds[c] = prepare_frame(frame[[c]], Schema(schema.task, [c], [], schema.target))[c] \
+                .to_numpy(dtype=np.float32).reshape(-1, 1)
     for c in schema.categorical:
-        feeds[c] = frame[c].to_numpy(dtype=object).reshape(-1, 1)
+        values = frame[c].to_numpy(dtype=object)
+        mask = pd.isna(values)
+        if mask.any():
+            values = np.where(mask, MISSING, values)
+        feeds[c] = values.astype(str).astype(object).reshape(-1, 1)
     return feeds
 
 
@@ -189,6 +205,8 @@ class DeployedModel:
     def _frame(self, X) -> pd.DataFrame:
         if not isinstance(X, pd.DataFrame):
             raise ModelError(f"X must be a pandas DataFrame with columns {self.schema.columns}, not {type(X).__name__}")
+        if isinstance(self._predictor, OnnxPredictor):
+            return X  # OnnxPredictor converts the columns itself, more cheaply
         return prepare_frame(X, self.schema)
 
     def predict(self, X) -> np.ndarray:

@@ -28,7 +28,7 @@ class CostConfig:
     usd_per_hour: float = 0.096  # instance price; default: a 2-vCPU general-purpose cloud instance
     instance_vcpus: int = 2
     grid_gco2e_per_kwh: float = 475.0  # world average used by CodeCarbon when the region is unknown
-    memory_probe: bool = True  # measure peak memory in a child process (about 3 s per candidate)
+    memory_probe: bool = True  # measure peak memory in child processes (about 3 s per candidate)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -136,7 +136,6 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
     sample = X.iloc[rng.choice(len(X), size=min(len(X), 2000), replace=False)]
     rows = [X.iloc[[i]] for i in rng.choice(len(X), size=min(len(X), 64), replace=False)]
     big = X.iloc[rng.choice(len(X), size=cfg.batch_large, replace=True)]
-
     artifact: dict = {"skops": skops_bytes(pipeline), "onnx": None}
     try:
         onnx_data = export_onnx(pipeline, schema)
@@ -163,7 +162,7 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
         else:
             deployed, deployed_tput = native, native_tput
             cost["format"], cost["size_bytes"] = "native", len(artifact["skops"])
-        cost["peak_memory_mb"] = _peak_memory(artifact, schema, big) if cfg.memory_probe else float("nan")
+    cost["peak_memory_mb"] = float("nan")  # filled by measure_peak_memory, run for all candidates at once
 
     cost.update({
         "latency_ms_p50": deployed["p50"], "latency_ms_p99": deployed["p99"],
@@ -179,26 +178,41 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
     return cost, artifact
 
 
-def _peak_memory(artifact: dict, schema: Schema, big: pd.DataFrame) -> float:
-    """Peak resident memory added by loading the artifact and predicting one large batch, in MB.
+def measure_peak_memory(artifacts: dict[str, dict], schema: Schema, X: pd.DataFrame, cfg: CostConfig,
+                        seed: int = 0) -> dict[str, float]:
+    """Peak resident memory (MB) added by loading each artifact and predicting one large batch.
 
-    Measured in a fresh child process, so that memory freed by earlier candidates cannot hide it.
+    Each candidate is measured in a fresh child process, so memory freed by another cannot hide it; the
+    children run side by side (memory is per process), after the timing, which they would disturb.
     """
+    import os
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    if not cfg.memory_probe or not artifacts:
+        return {name: float("nan") for name in artifacts}
+    rng = np.random.default_rng(seed)
+    big = X.iloc[rng.choice(len(X), size=cfg.batch_large, replace=True)]
+    with tempfile.TemporaryDirectory(prefix="frugal-mem-") as tmp:
+        batch = Path(tmp) / "batch.parquet"
+        big.to_parquet(batch)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            futures = {name: pool.submit(_probe, Path(tmp) / f"m{k}", art, schema, batch)
+                       for k, (name, art) in enumerate(artifacts.items())}
+            return {name: f.result() for name, f in futures.items()}
+
+
+def _probe(folder, artifact: dict, schema: Schema, batch) -> float:
     import subprocess
     import sys
-    import tempfile
-    from pathlib import Path
 
     from ..candidates.artifact import save_model_dir
 
-    with tempfile.TemporaryDirectory(prefix="frugal-mem-") as tmp:
-        folder = Path(tmp) / "model"
-        save_model_dir(folder, schema=schema, name="probe", skops_data=artifact["skops"],
-                       onnx_data=artifact["onnx"])
-        big.to_parquet(Path(tmp) / "batch.parquet")
-        try:
-            out = subprocess.run([sys.executable, "-m", "frugalml.evaluation._memprobe", str(folder),
-                                  str(Path(tmp) / "batch.parquet")], capture_output=True, text=True, timeout=300)
-            return float(out.stdout.strip().splitlines()[-1])
-        except (subprocess.SubprocessError, ValueError, IndexError):
-            return float("nan")
+    save_model_dir(folder, schema=schema, name="probe", skops_data=artifact["skops"], onnx_data=artifact["onnx"])
+    try:
+        out = subprocess.run([sys.executable, "-m", "frugalml.evaluation._memprobe", str(folder), str(batch)],
+                             capture_output=True, text=True, timeout=300)
+        return float(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return float("nan")

@@ -46,3 +46,15 @@ def test_predict_needs_a_dataframe_with_the_columns(run_dir):
         model.predict(X.drop(columns=["colour"]))
     meta = json.loads((run_dir / "model" / "meta.json").read_text())
     assert meta["format"] == "onnx" and meta["schema"]["classes"] == ["no", "yes"]
+
+
+def test_column_names_that_onnx_renames(tmp_path):
+    from frugalml.evaluation import CostConfig
+
+    df = linear_data(n=300).rename(columns={"x1": "mean radius", "x2": "a-b/c", "colour": "colour (main)"})
+    res = frugalml.select(df, "label", candidates=["linear", "random_forest"], folds=2, repeats=1, out=tmp_path / "r",
+                          cost=CostConfig(latency_calls=50, time_budget_s=0.01, batch_large=50, memory_probe=False))
+    assert all(c["cost"]["format"] == "onnx" for c in res.decision["candidates"])
+    onnx_model, native = frugalml.load(tmp_path / "r"), frugalml.load(tmp_path / "r", native=True)
+    X = df.drop(columns=["label"])
+    assert (onnx_model.predict(X) == native.predict(X)).all()

@@ -108,7 +108,11 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
            candidates: list | None = None, out: str | os.PathLike | None = None, overwrite: bool = False,
            executor: str | None = None, n_jobs: int = -1, cost: CostConfig | None = None,
            progress: Callable[[str, int, int], None] | None = None) -> SelectResult:
-    """Select the thinnest candidate on par with the best, overall and in every group; see PRODUCT.md."""
+    """Select the thinnest candidate on par with the best, overall and in every group; see PRODUCT.md.
+
+    ``candidates``: registered names restrict the ladder to those; ``Candidate`` objects and estimator
+    instances are added to it (to the full ladder when no name is given).
+    """
     _check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority)
     cost = cost or CostConfig()
     out_path = Path(out) if out is not None else None
@@ -147,7 +151,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
                      "min_group_size": min_group_size, "cost_priority": cost_priority, "cost": cost.to_json()},
         "data": {"source": t.source, "rows": t.n_rows, "features": len(t.schema.columns), "target": t.schema.target,
                  "numeric": t.schema.numeric, "categorical": t.schema.categorical, "classes": t.schema.classes,
-                 "dropped_rows": t.dropped_rows},
+                 "dropped_rows": t.dropped_rows, "dropped_columns": t.dropped_columns},
         "energy": {"source": meter.source, "method": meter.method},
         "machine": _machine(),
     }

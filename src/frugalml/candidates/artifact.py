@@ -115,18 +115,26 @@ class OnnxPredictor:
         names = [o.name for o in self.session.get_outputs()]
         self._label = names[0]
         self._proba = names[1] if len(names) > 1 else None
+        inputs = [i.name for i in self.session.get_inputs()]
+        if len(inputs) != len(schema.columns):
+            raise ModelError(f"the ONNX model has {len(inputs)} inputs but its schema {len(schema.columns)} columns")
+        # skl2onnx may rename inputs (e.g. spaces to underscores); they keep the schema's column order
+        self._input_names = dict(zip(schema.columns, inputs))
+
+    def feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        return {self._input_names[c]: v for c, v in onnx_inputs(frame, self.schema).items()}
 
     def run(self, feeds: dict[str, np.ndarray], outputs=None):
         return self.session.run(outputs, feeds)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        out = self.session.run([self._label], onnx_inputs(frame, self.schema))[0]
+        out = self.session.run([self._label], self.feeds(frame))[0]
         return np.asarray(out).reshape(-1) if self.schema.task == "classification" else np.asarray(out, dtype=np.float64).reshape(-1)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self._proba is None:
             raise ModelError("this model has no probability output")
-        return np.asarray(self.session.run([self._proba], onnx_inputs(frame, self.schema))[0], dtype=np.float64)
+        return np.asarray(self.session.run([self._proba], self.feeds(frame))[0], dtype=np.float64)
 
 
 def onnx_agreement(pipeline, onnx_bytes: bytes, frame: pd.DataFrame, schema: Schema) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from ..registry import Registry
@@ -75,6 +76,15 @@ def _anes96() -> pd.DataFrame:
     return df.drop(columns=["popul"])
 
 
+def _randhie() -> pd.DataFrame:
+    from statsmodels.datasets import randhie
+
+    df = randhie.load_pandas().data.copy()
+    flags = df.pop("hlthg"), df.pop("hlthf"), df.pop("hlthp")  # self-rated health, excellent when none is set
+    df["health"] = np.select([flags[0] == 1, flags[1] == 1, flags[2] == 1], ["good", "fair", "poor"], "excellent")
+    return df
+
+
 def _wine() -> pd.DataFrame:
     from sklearn.datasets import load_wine
 
@@ -94,6 +104,9 @@ for _b in (
             "569 breast tumours; binary: malignant or benign", "scikit-learn"),
     Builtin("anes96", _anes96, "vote", ("educ_level",),
             "944 voters in the 1996 US election; binary: Clinton or Dole", "statsmodels"),
+    Builtin("randhie", _randhie, "mdvis", ("health",),
+            "20,190 people in the RAND Health Insurance Experiment; regression: outpatient visits per year",
+            "statsmodels"),
     Builtin("wine", _wine, "target", (), "178 wines; 3 cultivars from chemical analysis", "scikit-learn"),
 ):
     register_dataset(_b)

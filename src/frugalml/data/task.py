@@ -48,6 +48,7 @@ class Task:
     groups: dict[str, np.ndarray] = field(default_factory=dict)  # column -> group label per row (str)
     source: str = ""
     dropped_rows: int = 0  # rows dropped because the target was missing
+    dropped_columns: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
 
     @property
     def kind(self) -> str:
@@ -193,14 +194,19 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
             raise DataError(f"feature column {c!r} not found; columns are {list(df.columns)}")
     if not cols:
         raise DataError("no feature columns left besides the target")
-    numeric, categorical = [], []
+    numeric, categorical, dropped_cols = [], [], {}
     for c in cols:
         if df[c].isna().all():
-            continue  # carries no information; leave it out
+            dropped_cols[c] = "empty"
+            continue
         is_num = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
+        if not is_num and c not in groups and _identifier_like(df[c]):
+            # one-hot encoding an identifier would make one column per row and learn nothing
+            dropped_cols[c] = f"identifier-like: {df[c].nunique()} distinct values in {len(df)} rows"
+            continue
         (numeric if is_num else categorical).append(c)
     if not numeric and not categorical:
-        raise DataError("every feature column is empty")
+        raise DataError(f"no usable feature column (left out: {dropped_cols})")
     schema = Schema(kind, numeric, categorical, target, class_list)
     X = prepare_frame(df, schema)
 
@@ -211,4 +217,10 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
         if len(set(values)) < 2:
             raise DataError(f"group column {g!r} has a single value ({values[0]!r}); a group check needs at least two")
         group_values[g] = values
-    return Task(X=X, y=y, schema=schema, groups=group_values, source=source, dropped_rows=dropped)
+    return Task(X=X, y=y, schema=schema, groups=group_values, source=source, dropped_rows=dropped,
+                dropped_columns=dropped_cols)
+
+
+def _identifier_like(col: pd.Series) -> bool:
+    distinct = col.nunique(dropna=True)
+    return distinct > 50 and distinct > 0.5 * col.notna().sum()

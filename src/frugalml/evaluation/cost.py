@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..candidates.artifact import (OnnxExportError, OnnxPredictor, export_onnx, onnx_agreement,
-                                   onnx_inputs, onnx_is_faithful, skops_bytes)
+                                   onnx_is_faithful, skops_bytes)
 from ..data import Schema
 from .energy import EnergyMeter
 
@@ -154,10 +154,10 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
         native_tput = _throughput(pipeline.predict, big)
         if artifact["onnx"] is not None:
             onx = OnnxPredictor(artifact["onnx"], schema, threads=cfg.threads)
-            feeds = [onnx_inputs(r, schema) for r in rows]
+            feeds = [onx.feeds(r) for r in rows]
             out_names = [onx._label]
             deployed = _time_calls(lambda f: onx.run(f, out_names), feeds, cfg, meter)
-            deployed_tput = _throughput(lambda f: onx.run(f, out_names), onnx_inputs(big, schema))
+            deployed_tput = _throughput(lambda f: onx.run(f, out_names), onx.feeds(big))
             cost["format"], cost["size_bytes"] = "onnx", len(artifact["onnx"])
         else:
             deployed, deployed_tput = native, native_tput

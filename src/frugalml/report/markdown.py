@@ -79,7 +79,9 @@ def render_markdown(decision: dict) -> str:
     lines += [
         "", "## How this was measured", "",
         f"- Data: {d['data']['rows']} rows, {d['data']['features']} features, target `{d['data']['target']}`"
-        + (f", {d['data']['dropped_rows']} rows without a target dropped" if d["data"].get("dropped_rows") else "") + ".",
+        + (f", {d['data']['dropped_rows']} rows without a target dropped" if d["data"].get("dropped_rows") else "")
+        + "".join(f"; column `{c}` left out ({why})" for c, why in (d["data"].get("dropped_columns") or {}).items())
+        + ".",
         f"- Quality: repeated {'stratified ' if d['task'] == 'classification' else ''}k-fold, {st['folds']} folds x "
         f"{st['repeats']} repeats, seed {st['seed']}; the same splits for every candidate. Confidence bounds use the "
         "Nadeau-Bengio corrected variance.",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..candidates import Candidate
+from ..errors import FrugalError
 from ..evaluation.metrics import Metric
 from ..evaluation.quality import FoldScores
 from .stats import holm, mean_ci, non_inferiority
@@ -55,7 +56,7 @@ def decide(metric: Metric, fold_scores: list[FoldScores], costs: dict[str, dict]
     failed = [{"name": fs.name, "error": fs.error or "metric undefined on most folds"}
               for fs in fold_scores if fs not in ok]
     if not ok:
-        raise RuntimeError("every candidate failed: " + "; ".join(f"{f['name']}: {f['error']}" for f in failed))
+        raise FrugalError("every candidate failed: " + "; ".join(f"{f['name']}: {f['error']}" for f in failed))
     s = metric.sign
     best = max(ok, key=lambda fs: (np.nanmean(fs.scores), -by_name[fs.name].rank))
     tol = cfg.tolerance

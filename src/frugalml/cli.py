@@ -78,6 +78,7 @@ def select(
                                                   help="A registered name (restricts the ladder) or module:factory (adds one); repeatable."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/select-DATE-TIME)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists (only once the new run is complete)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run into --out, reusing its finished fits."),
     executor: str = typer.Option("local", help="local or dask://HOST:PORT."),
     jobs: int = typer.Option(-1, help="Parallel fits (local executor); -1 = all cores."),
     threads: int = typer.Option(1, help="Threads for cost measurements."),
@@ -105,7 +106,7 @@ def select(
     _run_select(data, out, _console(quiet), quiet, json_out, target=target, groups=group or None, task=task,
                 metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
                 cost_priority=cost_priority, folds=folds, repeats=repeats, seed=seed, candidates=candidates,
-                overwrite=overwrite, executor=executor, n_jobs=jobs, cost=cost)
+                overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost)
 
 
 @app.command()

@@ -24,6 +24,7 @@ from .data import load_task, make_splits
 from .errors import ConfigError
 from .evaluation import (CostConfig, EnergyMeter, evaluate_quality, group_masks, measure_cost, measure_peak_memory,
                          resolve_metric)
+from .evaluation.trials import TrialStore, data_fingerprint
 from .report import render_markdown
 from .selection import COST_PRIORITIES, DecisionConfig, decide
 
@@ -106,26 +107,35 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
            metric: str | None = None, tolerance: float = 0.01, alpha: float = 0.05, min_group_size: int = 30,
            cost_priority: str = "latency", folds: int = 5, repeats: int = 2, seed: int = 0,
            candidates: list | None = None, out: str | os.PathLike | None = None, overwrite: bool = False,
+           resume: bool = False,
            executor: str | None = None, n_jobs: int = -1, cost: CostConfig | None = None,
            progress: Callable[[str, int, int], None] | None = None) -> SelectResult:
     """Select the thinnest candidate on par with the best, overall and in every group; see PRODUCT.md.
 
     ``candidates``: registered names restrict the ladder to those; ``Candidate`` objects and estimator
     instances are added to it (to the full ladder when no name is given).
+    ``resume``: reuse the fits stored by an interrupted (or finished) run into the same ``out``.
     """
     _check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority)
     cost = cost or CostConfig()
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        _prepare_out(out_path, overwrite)
+        _prepare_out(out_path, overwrite or resume)
     t = load_task(data, target, groups=groups, task=task, min_rows=folds)
     chosen = _resolve_candidates(t.kind, candidates)
     m = resolve_metric(metric, t.kind, len(t.schema.classes) if t.schema.classes else None)
     splits = make_splits(t, folds, repeats, seed)
     report = progress or (lambda stage, done, total: None)
 
+    store = None
+    if out_path is not None:
+        pending = out_path.parent / f".{out_path.name}.trials"
+        finished = out_path / "trials"
+        if resume and not pending.exists() and finished.is_dir():
+            shutil.copytree(finished, pending)  # copy: the finished run stays whole if this one fails
+        store = TrialStore(pending, data_fingerprint(t, splits), resume)
     fold_scores = evaluate_quality(t, chosen, splits, m, seed=seed, n_jobs=n_jobs, executor=executor,
-                                   progress=lambda done, total: report("fit", done, total))
+                                   progress=lambda done, total: report("fit", done, total), store=store)
     meter = EnergyMeter.create()
     costs, artifacts = {}, {}
     ok = [fs for fs in fold_scores if fs.error is None]
@@ -176,6 +186,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
                                                            "candidates": folds_record})))
         (tmp / "decision.json").write_text(json.dumps(decision, indent=2))
         (tmp / "report.md").write_text(render_markdown(decision))
+        os.replace(store.path, tmp / "trials")
         _commit(tmp, out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

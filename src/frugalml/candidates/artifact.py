@@ -44,28 +44,31 @@ def _register_lightgbm() -> None:
 
 
 def onnx_inputs(frame: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
-    """One (n, 1) input per column: float32 numbers, string categories (missing -> data.MISSING).
+    """The two ONNX inputs: ``num`` (n, numeric columns) float32 and ``cat`` (n, categorical columns) strings.
 
-    Takes a user's frame as it comes (same conversions as ``data.prepare_frame``, without building a new
-    DataFrame: at batch 1 that costs more than the model itself).
+    Takes a user's frame as it comes (same conversions as ``data.prepare_frame``, missing categories ->
+    data.MISSING) without building a new DataFrame: at batch 1 that costs more than the model itself.
     """
     missing = [c for c in schema.columns if c not in frame.columns]
     if missing:
         raise DataError(f"missing column(s) {', '.join(map(repr, missing))}; the model needs {schema.columns}")
     feeds = {}
-    for c in schema.numeric:
-        values = frame[c].to_numpy()
-        try:
-            feeds[c] = np.asarray(values, dtype=np.float32).reshape(-1, 1)
-        except (TypeError, ValueError):  # pandas NA, numeric strings: the slow, forgiving path
-            feeds[c] = prepare_frame(frame[[c]], Schema(schema.task, [c], [], schema.target))[c] \
-                .to_numpy(dtype=np.float32).reshape(-1, 1)
-    for c in schema.categorical:
-        values = frame[c].to_numpy(dtype=object)
-        mask = pd.isna(values)
-        if mask.any():
-            values = np.where(mask, MISSING, values)
-        feeds[c] = values.astype(str).astype(object).reshape(-1, 1)
+    if schema.numeric:
+        cols = []
+        for c in schema.numeric:
+            try:
+                cols.append(np.asarray(frame[c].to_numpy(), dtype=np.float32))
+            except (TypeError, ValueError):  # pandas NA, numeric strings: the slow, forgiving path
+                one = prepare_frame(frame[[c]], Schema(schema.task, [c], [], schema.target))
+                cols.append(one[c].to_numpy(dtype=np.float32))
+        feeds["num"] = np.stack(cols, axis=1)
+    if schema.categorical:
+        cols = []
+        for c in schema.categorical:
+            values = frame[c].to_numpy(dtype=object)
+            mask = pd.isna(values)
+            cols.append((np.where(mask, MISSING, values) if mask.any() else values).astype(str).astype(object))
+        feeds["cat"] = np.stack(cols, axis=1)
     return feeds
 
 
@@ -79,8 +82,8 @@ def export_onnx(pipeline, schema: Schema) -> bytes:
     model = pipeline.steps[-1][1]
     if type(model).__module__.startswith("lightgbm"):
         _register_lightgbm()
-    types = [(c, FloatTensorType([None, 1])) for c in schema.numeric]
-    types += [(c, StringTensorType([None, 1])) for c in schema.categorical]
+    types = [("num", FloatTensorType([None, len(schema.numeric)]))] if schema.numeric else []
+    types += [("cat", StringTensorType([None, len(schema.categorical)]))] if schema.categorical else []
     options = {id(model): {"zipmap": False}} if schema.task == "classification" else None
     try:
         with warnings.catch_warnings():
@@ -115,14 +118,13 @@ class OnnxPredictor:
         names = [o.name for o in self.session.get_outputs()]
         self._label = names[0]
         self._proba = names[1] if len(names) > 1 else None
-        inputs = [i.name for i in self.session.get_inputs()]
-        if len(inputs) != len(schema.columns):
-            raise ModelError(f"the ONNX model has {len(inputs)} inputs but its schema {len(schema.columns)} columns")
-        # skl2onnx may rename inputs (e.g. spaces to underscores); they keep the schema's column order
-        self._input_names = dict(zip(schema.columns, inputs))
+        inputs = {i.name: i.shape[-1] for i in self.session.get_inputs()}
+        expected = {k: n for k, n in (("num", len(schema.numeric)), ("cat", len(schema.categorical))) if n}
+        if inputs != expected:
+            raise ModelError(f"the ONNX model's inputs {inputs} do not match its schema {expected}")
 
     def feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        return {self._input_names[c]: v for c, v in onnx_inputs(frame, self.schema).items()}
+        return onnx_inputs(frame, self.schema)
 
     def run(self, feeds: dict[str, np.ndarray], outputs=None):
         return self.session.run(outputs, feeds)

@@ -91,8 +91,15 @@ def executor_backend(executor: str | None):
 
 def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, metric: Metric, *,
                      seed: int = 0, n_jobs: int = -1, executor: str | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> list[FoldScores]:
+                     progress: Callable[[int, int], None] | None = None, store=None) -> list[FoldScores]:
+    """Fit every candidate on every split (in parallel) and score it overall and per group.
+
+    ``store`` (a ``trials.TrialStore``) supplies fits finished by an earlier, interrupted run and keeps
+    each new one as it completes.
+    """
     from joblib import Parallel, delayed
+
+    from .trials import estimator_key
 
     jobs = [(ci, j) for ci in range(len(candidates)) for j in range(len(splits.indices))]
     n_classes = len(task.schema.classes) if task.kind == "classification" else None
@@ -105,10 +112,13 @@ def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, me
                 raise
             built[ci] = exc
     results: dict[tuple[int, int], dict] = {}
-    runnable = [(ci, j) for ci, j in jobs if not isinstance(built[ci], Exception)]
+    keys = {ci: estimator_key(c.name, built[ci]) for ci, c in enumerate(candidates)}
     for ci, j in jobs:
         if isinstance(built[ci], Exception):
             results[(ci, j)] = {"error": f"{type(built[ci]).__name__}: {built[ci]}"}
+        elif store is not None and (stored := store.load(keys[ci], j)) is not None:
+            results[(ci, j)] = stored
+    runnable = [job for job in jobs if job not in results]
     from sklearn.base import clone
 
     with executor_backend(executor):
@@ -117,6 +127,8 @@ def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, me
                                         *splits.indices[j]) for ci, j in runnable)
         for k, res in enumerate(stream):
             results[runnable[k]] = res
+            if store is not None:
+                store.save(keys[runnable[k][0]], runnable[k][1], res)
             if progress:
                 progress(k + 1, len(runnable))
 

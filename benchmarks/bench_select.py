@@ -109,6 +109,7 @@ def run(entry: str, seed: int = 0) -> dict:
     return {
         "dataset": entry, "tolerance": tolerance, "rows": len(df), "task": kind, "metric": d["metric"], "groups": d["groups"],
         "best": d["best"], "recommended": d["recommended"], "recommended_format": model.format,
+        "linear_verdict": cands["linear"]["rejected_because"] or "recommended",
         "cv_best": cands[d["best"]]["quality"]["mean"], "cv_recommended": cands[d["recommended"]]["quality"]["mean"],
         "holdout_best": best_q, "holdout_recommended": rec_q,
         "artifact_ms_p50": art_lat[0], "artifact_ms_p99": art_lat[1],

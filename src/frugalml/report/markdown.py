@@ -61,8 +61,8 @@ def render_markdown(decision: dict) -> str:
     if groups:
         lines += ["", "## Per group", "",
                   f"Each cell: mean {m} in the group, difference to the best candidate, and the verdict "
-                  f"(ok = non-inferior within {d['tolerance']:g}; FAIL = not shown; untested = fewer than "
-                  f"{st['min_group_size']} rows).", "",
+                  f"(ok = non-inferior within {d['tolerance']:g}; FAIL = not shown; p = Holm-adjusted p-value of "
+                  f"'worse by more than {d['tolerance']:g}'; untested = fewer than {st['min_group_size']} rows).", "",
                   "| candidate | " + " | ".join(f"{g} (n={e['n']})" for g, e in groups.items()) + " |",
                   "|---|" + "---|" * len(groups)]
         for c in d["candidates"]:
@@ -71,7 +71,8 @@ def render_markdown(decision: dict) -> str:
                 e = c["groups"][g]
                 verdict = "untested" if not e.get("tested") else ("ok" if e["non_inferior"] else "FAIL")
                 diff = f" ({e['diff_vs_best']:+.4f})" if e.get("diff_vs_best") is not None else ""
-                cells.append(f"{_f(e['mean'])}{diff} {verdict}")
+                p = f", p={e['p_value_holm']:.2g}" if "p_value_holm" in e else ""
+                cells.append(f"{_f(e['mean'])}{diff} {verdict}{p}")
             lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
     if d.get("failed"):
         lines += ["", "## Failed candidates", ""] + [f"- {f['name']}: {f['error']}" for f in d["failed"]]

@@ -78,7 +78,7 @@ def decide(metric: Metric, fold_scores: list[FoldScores], costs: dict[str, dict]
             "groups": {}, "cost": costs[fs.name], "interpretable": by_name[fs.name].interpretable,
             "on_par": False, "pareto": False, "rejected_because": None,
         }
-        p_values, bounds = {}, {}
+        p_values, bounds = {}, {}  # tested groups: p-value of "inferior by more than tol", the test itself
         for g, gs in fs.group_scores.items():
             n = int(group_sizes[g])
             valid = np.isfinite(gs) & np.isfinite(best.group_scores[g])
@@ -95,22 +95,24 @@ def decide(metric: Metric, fold_scores: list[FoldScores], costs: dict[str, dict]
             else:
                 gni = non_inferiority(gs - best.group_scores[g], tol, test_train_ratio, cfg.alpha)
                 p_values[g], bounds[g] = gni.p_value, gni
-                # bound: the one-sided confidence bound of the difference, in the metric's own units
+                # bound: the one-sided (1 - alpha) bound of the difference, in metric units, before Holm
                 entry.update(tested=True, p_value=gni.p_value, bound=s * gni.lower)
             rec["groups"][g] = entry
-        passed = holm(p_values, cfg.alpha) if p_values else {}
-        for g, ok_g in passed.items():
-            rec["groups"][g]["non_inferior"] = bool(ok_g)
-        failing = [g for g, ok_g in passed.items() if not ok_g]
+        adjusted = holm(p_values)
+        for g, p_adj in adjusted.items():
+            rec["groups"][g]["p_value_holm"] = p_adj
+            rec["groups"][g]["non_inferior"] = bool(p_adj <= cfg.alpha)
+        failing = [g for g, p_adj in adjusted.items() if p_adj > cfg.alpha]
         rec["on_par"] = bool(overall_ok and not failing)
         if not overall_ok:
             rec["rejected_because"] = (f"not on par overall: {metric.name} {rec['vs_best']['diff_mean']:+.4f} vs best, "
                                        f"bound {d_lo if s > 0 else d_hi:+.4f} beyond the {tol:g} tolerance")
         elif failing:
-            worst = min(failing, key=lambda g: bounds[g].diff_mean)
+            worst = max(failing, key=lambda g: (adjusted[g], -bounds[g].diff_mean))  # the weakest evidence
             more = f" (and {len(failing) - 1} more group(s))" if len(failing) > 1 else ""
             rec["rejected_because"] = (f"group {worst}: {s * bounds[worst].diff_mean:+.4f} {metric.name} vs best, "
-                                       f"not shown within the {tol:g} tolerance{more}")
+                                       f"not shown within the {tol:g} tolerance (Holm-adjusted p = "
+                                       f"{adjusted[worst]:.2g}){more}")
         records.append(rec)
 
     _mark_pareto(records, metric)

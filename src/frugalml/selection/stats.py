@@ -61,14 +61,12 @@ def mean_ci(scores: np.ndarray, test_train_ratio: float, level: float = 0.95) ->
     return m, m - half, m + half
 
 
-def holm(p_values: dict[str, float], alpha: float) -> dict[str, bool]:
-    """Holm's step-down procedure: which null hypotheses are rejected, family-wise error <= alpha."""
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm-adjusted p-values (step-down): reject H0 for key k at family-wise level alpha iff adjusted <= alpha."""
     order = sorted(p_values, key=lambda k: p_values[k])
     m = len(order)
-    rejected = {k: False for k in order}
+    adjusted, running = {}, 0.0
     for i, k in enumerate(order):
-        if p_values[k] <= alpha / (m - i):
-            rejected[k] = True
-        else:
-            break
-    return rejected
+        running = max(running, min(1.0, (m - i) * p_values[k]))
+        adjusted[k] = running
+    return adjusted

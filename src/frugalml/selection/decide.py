@@ -34,8 +34,10 @@ class DecisionConfig:
 
 def _sig2(x: float) -> float:
     """Round to two significant figures: costs closer than that are measurement noise, not a ranking."""
-    if not x or not math.isfinite(x):
-        return x
+    if x is None or not math.isfinite(x):
+        return math.inf  # unmeasured (e.g. no peak memory off Linux): never the cheapest
+    if x == 0:
+        return 0.0
     return round(x, 1 - int(math.floor(math.log10(abs(x)))))
 
 

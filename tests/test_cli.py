@@ -60,3 +60,14 @@ def test_demo_runs_end_to_end(tmp_path):
     d = json.loads((tmp_path / "demo" / "decision.json").read_text())
     assert len(d["candidates"]) >= 8 and d["groups"] == ["religious", "age_band"]
     assert "recommended" in res.stdout and "predictions for 3 rows" in res.stdout
+
+
+def test_parquet_input_and_rows_without_target(tmp_path, capsys):
+    df = linear_data(n=300)
+    df.loc[:9, "label"] = None  # ten rows without a target are dropped, and the report says so
+    df.to_parquet(tmp_path / "d.parquet")
+    code = main(["select", str(tmp_path / "d.parquet"), "-t", "label", "-c", "linear", "--out", str(tmp_path / "r"),
+                 "--json", *FAST])
+    d = json.loads(capsys.readouterr().out)
+    assert code == 0 and d["data"]["rows"] == 290 and d["data"]["dropped_rows"] == 10
+    assert "10 rows without a target dropped" in (tmp_path / "r" / "report.md").read_text()

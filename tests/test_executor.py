@@ -8,7 +8,7 @@ from conftest import linear_data
 def test_dask_executor_gives_the_same_decision(fast_cost):
     distributed = pytest.importorskip("distributed")
     df = linear_data(n=300)
-    kwargs = dict(candidates=["linear", "decision_tree"], folds=3, repeats=1, cost=fast_cost)
+    kwargs = dict(candidates=["linear", "decision_tree"], folds=3, repeats=1, cost=fast_cost, cost_priority="size")
     local = frugalml.select(df, "label", **kwargs).decision
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
                                   processes=True) as cluster:

@@ -18,7 +18,7 @@ def test_linear_truth_recommends_a_thin_model(tmp_path, fast_cost, validate_deci
     df = linear_data(n=800)
     out = tmp_path / "run"
     res = frugalml.select(df, "label", groups=["region"], candidates=["linear", "random_forest", "lightgbm"],
-                          out=out, cost=fast_cost)
+                          out=out, cost=fast_cost, cost_priority="size")  # size: deterministic, unlike latency
     d = res.decision
     validate_decision(d)
     assert d["command"] == "select" and d["task"] == "classification" and d["metric"] == "accuracy"
@@ -71,7 +71,8 @@ def test_loaded_model_matches_a_refit_native_pipeline(tmp_path, fast_cost):
 def test_a_model_that_hurts_one_group_is_not_recommended(fast_cost, validate_decision):
     """Linear is on par overall (within 0.1) but loses ~0.45 accuracy in group B: it must be rejected."""
     df = group_harm_data()
-    kwargs = dict(candidates=["linear", "random_forest"], tolerance=0.1, cost=fast_cost)
+    # cost by size: deterministic, so only the group guard can change the answer
+    kwargs = dict(candidates=["linear", "random_forest"], tolerance=0.1, cost=fast_cost, cost_priority="size")
     without_groups = frugalml.select(df, "y", **kwargs).decision
     assert by_name(without_groups)["linear"]["vs_best"]["non_inferior"]
     assert without_groups["recommended"] == "linear"  # blind to groups, the thin model wins
@@ -104,7 +105,7 @@ def test_regression_with_a_lower_is_better_metric(fast_cost, validate_decision):
     df = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400), "sex": rng.choice(["f", "m"], 400)})
     df["y"] = 3 * df["a"] - 2 * df["b"] + rng.normal(scale=0.5, size=400)
     d = frugalml.select(df, "y", groups=["sex"], metric="rmse", tolerance=0.05,
-                        candidates=["dummy", "linear", "random_forest"], cost=fast_cost).decision
+                        candidates=["dummy", "linear", "random_forest"], cost=fast_cost, cost_priority="size").decision
     validate_decision(d)
     assert d["task"] == "regression" and d["higher_is_better"] is False
     c = by_name(d)

@@ -110,6 +110,56 @@ def select(
 
 
 @app.command()
+def compress(
+    model: str = typer.Argument(..., help="A run directory of frugal select (or its model/ folder)."),
+    data: str = typer.Option(..., "--data", help="Labelled rows the model did not train on (CSV, Parquet, builtin:NAME)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Target column (default: the model's)."),
+    group: Optional[List[str]] = typer.Option(None, "--group", "-g", help="Column whose values are user groups; repeatable."),
+    techniques: Optional[str] = typer.Option(None, help="Comma-separated techniques (default: all that apply; see frugal list)."),
+    metric: Optional[str] = typer.Option(None, help="Metric (default: the one the model was selected with)."),
+    tolerance: float = typer.Option(0.01, help="Largest quality loss, in metric units, a variant may cost."),
+    alpha: float = typer.Option(0.05, help="Significance level of the bootstrap bounds."),
+    min_group_size: int = typer.Option(30, help="Groups with fewer evaluation rows are reported but not tested."),
+    cost_priority: str = typer.Option("latency", help="latency, size, energy or memory."),
+    seed: int = typer.Option(0, help="Seed for the calibration/evaluation split and the bootstrap."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default runs/compress-DATE-TIME)."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists (only once the new run is complete)."),
+    json_out: bool = typer.Option(False, "--json", help="Print decision.json to stdout instead of the table."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Compress a selected model (shrink forests, truncate boosting, distill into a thin student), keeping
+    quality within tolerance overall and in every group."""
+    import time
+
+    from .report import print_summary
+    from .workflow import compress as run_compress
+
+    if out is None:
+        out = Path("runs") / time.strftime("compress-%Y%m%d-%H%M%S")
+    names = [t.strip() for t in techniques.split(",") if t.strip()] if techniques else None
+    console = _console(quiet)
+    bar, update = _progress(console)
+    kwargs = dict(target=target, groups=group or None, techniques=names, metric=metric, tolerance=tolerance,
+                  alpha=alpha, min_group_size=min_group_size, cost_priority=cost_priority, seed=seed, out=out,
+                  overwrite=overwrite)
+    if bar is not None:
+        with bar:
+            result = run_compress(model, data, progress=update, **kwargs)
+    else:
+        result = run_compress(model, data, **kwargs)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result.decision, indent=2))
+    elif not quiet:
+        from rich.console import Console
+
+        print_summary(result.decision, Console())
+        typer.echo(f"run directory: {result.run_dir}")
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory (replaced if it exists)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -150,6 +200,14 @@ def list_(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
         t.add_column(col)
     for name, b in DATASETS.items():
         t.add_row(name, b.target, ", ".join(b.groups), b.source, b.description)
+    console.print(t)
+    from .compression import TECHNIQUES
+
+    t = Table(title="compression techniques (frugal compress --techniques)")
+    for col in ("name", "needs data", "description"):
+        t.add_column(col)
+    for name, tech in TECHNIQUES.items():
+        t.add_row(name, "calibration rows" if tech.needs_data else "", tech.description)
     console.print(t)
     console.print(f"metrics: any scikit-learn scorer name; defaults {DEFAULTS}; plain names {', '.join(ALIASES)}")
     console.print("runtimes: onnxruntime (exported candidates), native (scikit-learn object via skops)")

@@ -103,6 +103,31 @@ def _commit(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
 
+def _write_run(out_path: Path, decision: dict, schema, art: dict, info: dict, files: dict[str, str],
+               trials: Path | None = None) -> None:
+    """Write a run directory beside ``out_path`` and rename it into place once whole."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a run directory is an ordinary folder
+    try:
+        save_model_dir(tmp / "model", schema=schema, name=decision["recommended"], skops_data=art["skops"],
+                       onnx_data=art["onnx"], info={"agreement": art.get("agreement"),
+                                                    "onnx_error": art.get("onnx_error"),
+                                                    "frugalml_version": __version__, **info})
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        (tmp / "decision.json").write_text(json.dumps(decision, indent=2))
+        (tmp / "report.md").write_text(render_markdown(decision))
+        if trials is not None:
+            os.replace(trials, tmp / "trials")
+        _commit(tmp, out_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def select(data, target: str | None = None, *, groups: list[str] | None = None, task: str = "auto",
            metric: str | None = None, tolerance: float = 0.01, alpha: float = 0.05, min_group_size: int = 30,
            cost_priority: str = "latency", folds: int = 5, repeats: int = 2, seed: int = 0,
@@ -169,28 +194,13 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     if out_path is None:
         return SelectResult(decision, None)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a run directory is an ordinary folder
-    try:
-        art = artifacts[decision["recommended"]]
-        save_model_dir(tmp / "model", schema=t.schema, name=decision["recommended"], skops_data=art["skops"],
-                       onnx_data=art["onnx"], info={"agreement": art.get("agreement"),
-                                                    "onnx_error": art.get("onnx_error"),
-                                                    "metric": m.name, "frugalml_version": __version__})
-        folds_record = {fs.name: {"scores": fs.scores, "groups": fs.group_scores, "error": fs.error}
-                        for fs in fold_scores}
-        (tmp / "folds.json").write_text(json.dumps(_plain({"metric": m.name, "scores_higher_is_better": True,
-                                                           "candidates": folds_record})))
-        (tmp / "decision.json").write_text(json.dumps(decision, indent=2))
-        (tmp / "report.md").write_text(render_markdown(decision))
-        os.replace(store.path, tmp / "trials")
-        _commit(tmp, out_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    art = artifacts[decision["recommended"]]
+    folds_record = {fs.name: {"scores": fs.scores, "groups": fs.group_scores, "error": fs.error}
+                    for fs in fold_scores}
+    _write_run(out_path, decision, t.schema, art, {"metric": m.name},
+               {"folds.json": json.dumps(_plain({"metric": m.name, "scores_higher_is_better": True,
+                                                 "candidates": folds_record}))},
+               trials=store.path)
     return SelectResult(decision, out_path)
 
 
@@ -205,3 +215,142 @@ def _plain(o):
     if isinstance(o, float) and not np.isfinite(o):
         return None
     return o
+
+
+def compress(model, data, target: str | None = None, *, groups: list[str] | None = None,
+             techniques: list[str] | None = None, metric: str | None = None, tolerance: float = 0.01,
+             alpha: float = 0.05, min_group_size: int = 30, cost_priority: str = "latency", seed: int = 0,
+             n_boot: int = 400, out: str | os.PathLike | None = None, overwrite: bool = False,
+             cost: CostConfig | None = None, progress: Callable[[str, int, int], None] | None = None) -> SelectResult:
+    """Find the cheapest compressed variant of a selected model whose quality holds, overall and per group.
+
+    ``model``: a run directory of ``select`` or its ``model/`` folder (never modified). ``data``: labelled
+    rows the model did not train on, split in half: calibration (for distillation) and evaluation.
+    """
+    import time
+
+    from sklearn.model_selection import train_test_split
+
+    from .candidates.artifact import load_pipeline
+    from .compression.search import SearchConfig, search
+    from .data import prepare_frame, read_table
+    from .errors import DataError
+    from .selection.decide import mark_pareto, recommend
+
+    _check_options(2, 1, tolerance, alpha, min_group_size, cost_priority)
+    cost = cost or CostConfig()
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        _prepare_out(out_path, overwrite)
+    pipeline, schema, meta = load_pipeline(model)
+    df, source, _ = read_table(data)
+    target = target or schema.target
+    if target not in df.columns:
+        raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
+    df = df[df[target].notna()].reset_index(drop=True)
+    X = prepare_frame(df, schema)  # a model whose inputs are not in the data stops here
+    if schema.task == "classification":
+        index = {c: i for i, c in enumerate(schema.classes)}
+        unknown = sorted({v for v in df[target].tolist() if v not in index}, key=str)
+        if unknown:
+            raise DataError(f"target {target!r} has values the model never saw: {unknown[:5]}; "
+                            f"its classes are {schema.classes}")
+        y = np.asarray([index[v] for v in df[target].tolist()])
+    else:
+        y = pd_numeric(df[target], target)
+    group_masks_ = {}
+    for g in groups or []:
+        if g not in df.columns:
+            raise DataError(f"group column {g!r} not found; columns are {list(df.columns)}")
+        values = df[g].astype(str).where(df[g].notna(), "(missing)").to_numpy()
+        if len(set(values)) < 2:
+            raise DataError(f"group column {g!r} has a single value; a group check needs at least two")
+        group_masks_.update({f"{g}={v}": values == v for v in sorted(set(values))})
+    if len(y) < 40:
+        raise DataError(f"only {len(y)} labelled rows; compression needs at least 40 (half to calibrate, "
+                        "half to evaluate)")
+    n_classes = len(schema.classes) if schema.classes else None
+    m = resolve_metric(metric or meta.get("metric"), schema.task, n_classes)
+    strat = y if schema.task == "classification" and np.bincount(y).min() >= 2 else None
+    cal, ev = train_test_split(np.arange(len(y)), test_size=0.5, random_state=seed, stratify=strat)
+    scfg = SearchConfig(tolerance, alpha, min_group_size, n_boot, seed)
+    t0 = time.perf_counter()
+    variants, records = search(pipeline, X.iloc[cal], y[cal], X.iloc[ev], y[ev],
+                               {g: mask[ev] for g, mask in group_masks_.items()}, m, schema.task, n_classes,
+                               techniques, scfg, progress)
+    search_s = time.perf_counter() - t0
+
+    meter = EnergyMeter.create()
+    artifacts = {}
+    for k, (v, rec) in enumerate(zip(variants, records)):
+        rec["cost"], artifacts[v.name] = measure_cost(v.pipeline, schema, X, cost, fit_s=0.0, meter=meter, seed=seed)
+        rec.update(name=v.name, family=v.technique, interpretable=v.interpretable, pareto=False,
+                   technique={"name": v.technique, "config": v.config})
+        if progress:
+            progress("cost", k + 1, len(variants))
+    for name, mb in measure_peak_memory(artifacts, schema, X, cost, seed).items():
+        next(r for r in records if r["name"] == name)["cost"]["peak_memory_mb"] = mb
+    mark_pareto(records, m)
+    chosen = recommend(records, cost_priority, {r["name"]: k for k, r in enumerate(records)})
+    decision = _plain({
+        "frugalml_version": __version__, "command": "compress", "task": schema.task, "metric": m.name,
+        "higher_is_better": m.higher_is_better, "tolerance": tolerance, "groups": list(groups or []),
+        "best": "original", "recommended": chosen["name"],
+        "reason": _compress_reason(chosen, records, m, tolerance, cost_priority),
+        "candidates": records, "failed": [],
+        "settings": {"seed": seed, "alpha": alpha, "min_group_size": min_group_size, "cost_priority": cost_priority,
+                     "n_boot": n_boot, "calibration_rows": len(cal), "evaluation_rows": len(ev),
+                     "techniques": techniques or "all that apply", "search_s": search_s, "cost": cost.to_json()},
+        "data": {"source": source, "rows": len(y), "features": len(schema.columns), "target": target,
+                 "model": str(model), "original_candidate": meta.get("candidate")},
+        "energy": {"source": meter.source, "method": meter.method},
+        "machine": _machine(),
+    })
+    if out_path is not None:
+        _write_run(out_path, decision, schema, artifacts[chosen["name"]],
+                   {"metric": m.name, "compressed_from": str(model)}, {})
+    return SelectResult(decision, out_path)
+
+
+def pd_numeric(col, name: str) -> np.ndarray:
+    import pandas as pd
+
+    from .errors import DataError
+
+    try:
+        return pd.to_numeric(col, errors="raise").astype("float64").to_numpy()
+    except (ValueError, TypeError):
+        raise DataError(f"target {name!r} is not numeric but the model is a regressor") from None
+
+
+def _compress_reason(chosen: dict, records: list[dict], metric, tolerance: float, cost_priority: str) -> str:
+    from .selection.decide import COST_LABELS, COST_PRIORITIES, _fmt
+
+    original = records[0]
+    key = COST_PRIORITIES[cost_priority][0]
+    label, unit = COST_LABELS[key]
+    tested = [g for g, e in chosen["groups"].items() if e["tested"]]
+    if chosen is original:
+        tried = [r for r in records[1:]]
+        if not tried:
+            return "No compression technique applies to this model; the original stays."
+        closest = min(tried, key=lambda r: r["cost"][key] if r["on_par"] else float("inf"))
+        if not any(r["on_par"] for r in tried):
+            closest = max(tried, key=lambda r: metric.sign * r["quality"]["mean"])
+            return (f"No variant kept {metric.name} within {tolerance:g} of the original overall and in every "
+                    f"tested group; the original stays. Closest: {closest['name']}, rejected: "
+                    f"{closest['rejected_because']}.")
+        return f"The original is the cheapest model whose quality holds; {closest['name']} was not cheaper."
+    d = chosen["vs_best"]
+    bound = d["ci_low"] if metric.higher_is_better else d["ci_high"]
+    a, b = chosen["cost"][key], original["cost"][key]
+    text = (f"{chosen['name']} keeps {metric.name} within {tolerance:g} of the original ({chosen['quality']['mean']:.4g} "
+            f"vs {original['quality']['mean']:.4g}, difference {d['diff_mean']:+.4f}, bound {bound:+.4f}; "
+            + (f"{100 * d['flip_rate']:.1f}% of predictions flipped)" if "flip_rate" in d
+               else f"predictions moved by {d['mean_abs_change']:.3g} on average)"))
+    text += f" and in all {len(tested)} tested group(s)." if tested else "."
+    if a > 0 and b > a:
+        text += f" Its {label} is {_fmt(a, unit)} vs {_fmt(b, unit)} ({b / a:.3g}x lower)"
+        sa, sb = chosen["cost"]["size_bytes"], original["cost"]["size_bytes"]
+        text += f" and it is {sb / sa:.3g}x smaller." if sb > sa else "."
+    return text

@@ -255,3 +255,38 @@ def load(path: str | os.PathLike, *, native: bool = False, threads: int | None =
     if not (p / SKOPS_FILE).exists():
         raise ModelError(f"{p} holds neither {ONNX_FILE} nor {SKOPS_FILE}")
     return DeployedModel(schema, load_skops((p / SKOPS_FILE).read_bytes(), str(p / SKOPS_FILE)), meta)
+
+
+def load_pipeline(path: str | os.PathLike):
+    """The fitted scikit-learn pipeline behind a run directory, a model folder or its ``model.skops``.
+
+    -> (pipeline, schema, meta). Pickles are refused, whatever their name.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model {path} not found; give a run directory from frugal select or its model/ folder")
+    if p.is_file():
+        head = p.read_bytes()[:2]
+        if p.suffix.lower() in (".pkl", ".pickle", ".joblib", ".sav") or head[:1] == b"\x80":
+            raise ModelError(f"{path} is a pickle, which can run arbitrary code when loaded; frugalml never "
+                             "loads pickles: save the model with skops or ONNX")
+        if p.suffix.lower() == ".onnx":
+            raise ModelError(f"{path}: compressing an ONNX file needs the graph techniques (quantization), which "
+                             "this version does not have; give the run directory of frugal select")
+        if not (p.parent / META).exists():
+            raise ModelError(f"{path} has no {META} beside it (the schema frugal select writes); "
+                             "give the run directory or model/ folder")
+        p = p.parent
+    if (p / "model" / META).exists():
+        p = p / "model"
+    if not (p / META).exists() or not (p / SKOPS_FILE).exists():
+        raise ModelError(f"{path} is not a frugalml run directory or model folder (needs {META} and {SKOPS_FILE})")
+    try:
+        meta = json.loads((p / META).read_text())
+        schema = Schema.from_json(meta["schema"])
+    except (ValueError, KeyError) as exc:
+        raise ModelError(f"{p / META} is damaged ({type(exc).__name__}); re-run frugal select") from None
+    pipeline = load_skops((p / SKOPS_FILE).read_bytes(), str(p / SKOPS_FILE))
+    if not hasattr(pipeline, "steps"):
+        raise ModelError(f"{p / SKOPS_FILE} does not hold a scikit-learn pipeline")
+    return pipeline, schema, meta

@@ -32,10 +32,15 @@ def render_markdown(decision: dict) -> str:
         "",
         "## Candidates",
         "",
-        f"{m} ({direction}) over {st['folds']}x{st['repeats']} folds; on par = non-inferior to the best within "
-        f"{d['tolerance']:g}, overall and in every tested group (corrected resampled t-test, alpha {st['alpha']}, "
-        "Holm across groups). Costs are measured on the deployed artifact (ONNX Runtime where the export is "
-        f"faithful), {st['cost']['threads']} thread(s), batch 1 unless stated.",
+        (f"{m} ({direction}) over {st['folds']}x{st['repeats']} folds; on par = non-inferior to the best within "
+         f"{d['tolerance']:g}, overall and in every tested group (corrected resampled t-test, alpha {st['alpha']}, "
+         "Holm across groups)." if d["command"] == "select" else
+         f"{m} ({direction}) of each variant against the original on the same {st['evaluation_rows']} held-out "
+         f"rows; kept = paired bootstrap ({st['n_boot']} resamples) lower bound of the difference above "
+         f"-{d['tolerance']:g} overall (alpha {st['alpha']}) and in every tested group (Bonferroni); 'worst "
+         "group' and the per-group table give the difference to the original.")
+        + " Costs are measured on the deployed artifact (ONNX Runtime where the export is faithful), "
+        f"{st['cost']['threads']} thread(s), batch 1 unless stated.",
         "",
         f"| candidate | family | {m} [95% CI] | vs best [bound] | on par | worst group | p99 ms | native p99 ms "
         "| size | params | peak MB | rows/s (batch) | energy J/1k | $ / 1M | gCO2e / 1M | Pareto | format | why not |",
@@ -83,9 +88,11 @@ def render_markdown(decision: dict) -> str:
         + (f", {d['data']['dropped_rows']} rows without a target dropped" if d["data"].get("dropped_rows") else "")
         + "".join(f"; column `{c}` left out ({why})" for c, why in (d["data"].get("dropped_columns") or {}).items())
         + ".",
-        f"- Quality: repeated {'stratified ' if d['task'] == 'classification' else ''}k-fold, {st['folds']} folds x "
-        f"{st['repeats']} repeats, seed {st['seed']}; the same splits for every candidate. Confidence bounds use the "
-        "Nadeau-Bengio corrected variance.",
+        (f"- Quality: repeated {'stratified ' if d['task'] == 'classification' else ''}k-fold, {st['folds']} folds "
+         f"x {st['repeats']} repeats, seed {st['seed']}; the same splits for every candidate. Confidence bounds use "
+         "the Nadeau-Bengio corrected variance." if d["command"] == "select" else
+         f"- Quality: the data split in two (seed {st['seed']}): {st['calibration_rows']} calibration rows for "
+         f"techniques that need data (distillation), {st['evaluation_rows']} evaluation rows for every comparison."),
         f"- Latency: batch-1 calls after warm-up (p50/p99 of up to {cs['latency_calls']} calls), "
         f"{cs['threads']} thread(s); 'native p99' is the scikit-learn pipeline's `.predict` on a one-row DataFrame.",
         f"- Throughput: best of 3 calls at batch {cs['batch_large']}. Peak memory: resident memory added by loading "

@@ -37,6 +37,6 @@ def _verdict(c: dict, recommended: str) -> str:
         return "recommended"
     if why.startswith("group "):
         return "fails " + why.split(":")[0]
-    if why.startswith("not on par overall"):
+    if why.startswith(("not on par overall", "quality drops")):
         return "not on par"
     return "on par, costlier" if why.startswith("on par") else why[:40]

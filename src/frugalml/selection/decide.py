@@ -117,23 +117,29 @@ def decide(metric: Metric, fold_scores: list[FoldScores], costs: dict[str, dict]
                                        f"{adjusted[worst]:.2g}){more}")
         records.append(rec)
 
-    _mark_pareto(records, metric)
+    mark_pareto(records, metric)
     keys = COST_PRIORITIES[cfg.cost_priority]
-    order = {c.name: c.rank for c in candidates}
-    ranked = sorted((r for r in records if r["on_par"]),
-                    key=lambda r: tuple(_sig2(r["cost"][k]) for k in keys) + (order[r["name"]],))
-    chosen = ranked[0]
-    label, unit = COST_LABELS[keys[0]]
-    for r in records:
-        if r["on_par"] and r is not chosen:
-            r["rejected_because"] = (f"on par, but costlier: {label} {_fmt(r['cost'][keys[0]], unit)} vs "
-                                     f"{_fmt(chosen['cost'][keys[0]], unit)} for {chosen['name']}")
+    chosen = recommend(records, cfg.cost_priority, {c.name: c.rank for c in candidates})
     best_rec = next(r for r in records if r["name"] == best.name)
     return {"best": best.name, "recommended": chosen["name"], "candidates": records, "failed": failed,
             "reason": _reason(chosen, best_rec, records, metric, cfg, keys)}
 
 
-def _mark_pareto(records: list[dict], metric: Metric) -> None:
+def recommend(records: list[dict], cost_priority: str, rank: dict[str, int]) -> dict:
+    """The cheapest on-par record by ``cost_priority`` (ties within two significant figures: lower rank);
+    every other on-par record gets its ``rejected_because``."""
+    keys = COST_PRIORITIES[cost_priority]
+    chosen = min((r for r in records if r["on_par"]),
+                 key=lambda r: tuple(_sig2(r["cost"][k]) for k in keys) + (rank[r["name"]],))
+    label, unit = COST_LABELS[keys[0]]
+    for r in records:
+        if r["on_par"] and r is not chosen:
+            r["rejected_because"] = (f"on par, but costlier: {label} {_fmt(r['cost'][keys[0]], unit)} vs "
+                                     f"{_fmt(chosen['cost'][keys[0]], unit)} for {chosen['name']}")
+    return chosen
+
+
+def mark_pareto(records: list[dict], metric: Metric) -> None:
     """Pareto-optimal on (quality, p99 latency, size): no other candidate is at least as good on all three
     and strictly better on one."""
     def obj(r):

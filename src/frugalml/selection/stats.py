@@ -70,3 +70,27 @@ def holm(p_values: dict[str, float]) -> dict[str, float]:
         running = max(running, min(1.0, (m - i) * p_values[k]))
         adjusted[k] = running
     return adjusted
+
+
+def paired_bootstrap(score_a, score_b, rows: np.ndarray, n_boot: int, seed: int = 0) -> tuple[float, np.ndarray]:
+    """Observed score_a - score_b on ``rows`` and its paired bootstrap distribution.
+
+    Both scores see the same resampled rows each time, so what the two models share cancels out.
+    ``score_x(idx)`` computes the metric on the row indices ``idx``.
+    """
+    rng = np.random.default_rng(seed)
+    observed = score_a(rows) - score_b(rows)
+    diffs = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rows[rng.integers(0, len(rows), size=len(rows))]
+        diffs[b] = score_a(idx) - score_b(idx)
+    return float(observed), diffs[np.isfinite(diffs)]
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
+    """Exact McNemar test: p-value of "A and B make as many errors" from the discordant pairs."""
+    b = int(np.sum(correct_a & ~correct_b))
+    c = int(np.sum(~correct_a & correct_b))
+    if b + c == 0:
+        return 1.0
+    return float(stats.binomtest(b, b + c, 0.5).pvalue)

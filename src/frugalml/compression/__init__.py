@@ -1,0 +1,66 @@
+"""compression: make a fitted model cheaper, one technique per file, behind one registry and one verb.
+
+``compress(pipeline, SomeConfig(...), calibration=None)`` returns a new fitted pipeline and never
+modifies its input. Each technique says which models it applies to, which settings the search should
+try (cheapest first), and whether it needs calibration rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class Technique:
+    name: str
+    config: type  # the frozen dataclass holding one setting of this technique
+    apply: Callable[..., Any]  # (pipeline, config, calibration) -> new fitted pipeline
+    applies_to: Callable[[Any], bool]  # pipeline -> bool
+    settings: Callable[[Any], list]  # pipeline -> configs to try, cheapest first
+    needs_data: bool = False
+    interpretable: bool = False  # the result is an interpretable model
+    description: str = ""
+
+
+TECHNIQUES: Registry[Technique] = Registry("technique")
+
+
+def register_technique(t: Technique, *, replace: bool = False) -> Technique:
+    return TECHNIQUES.add(t.name, t, replace=replace)
+
+
+def compress(pipeline, config, calibration=None):
+    """Apply the technique whose config this is; ``calibration`` = (X, y) rows for techniques that need data."""
+    for _, t in TECHNIQUES.items():
+        if isinstance(config, t.config):
+            if not t.applies_to(pipeline):
+                raise ConfigError(f"technique {t.name} does not apply to {type(final_estimator(pipeline)).__name__}")
+            if t.needs_data and calibration is None:
+                raise ConfigError(f"technique {t.name} needs calibration data")
+            return t.apply(pipeline, config, calibration)
+    raise ConfigError(f"no technique is registered for {type(config).__name__}")
+
+
+def final_estimator(pipeline):
+    return pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+
+
+def config_label(config) -> str:
+    return ",".join(f"{k}={v}" for k, v in asdict(config).items())
+
+
+def with_final(pipeline, estimator):
+    """A copy of ``pipeline`` (fitted preprocessing shared) whose final step is ``estimator``."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline(pipeline.steps[:-1] + [(pipeline.steps[-1][0], estimator)])
+
+
+from . import boosting_truncate, distill, tree_subset  # noqa: E402,F401  (register the built-ins)
+
+__all__ = ["Technique", "TECHNIQUES", "register_technique", "compress", "final_estimator", "config_label",
+           "with_final"]

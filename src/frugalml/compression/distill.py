@@ -1,0 +1,64 @@
+"""Distillation into a thin classical student: a shallow decision tree or a linear model trained to
+reproduce the teacher's predictions on calibration rows (the teacher's labels, not the true ones).
+
+The practice prefers thin models when they are on par: this asks whether the teacher's behaviour can be
+carried by an interpretable model, and the search checks the answer overall and per group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import Technique, final_estimator, register_technique, with_final
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    student: str  # "tree" | "linear"
+    max_depth: int = 0  # for the tree student
+
+
+def _task(pipeline) -> str:
+    from sklearn.base import is_classifier
+
+    return "classification" if is_classifier(final_estimator(pipeline)) else "regression"
+
+
+def _applies(pipeline) -> bool:
+    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    thin = (LinearRegression, LogisticRegression, Ridge, DecisionTreeClassifier, DecisionTreeRegressor)
+    return not isinstance(final_estimator(pipeline), thin)
+
+
+def _settings(pipeline) -> list[DistillConfig]:
+    return [DistillConfig("linear"), DistillConfig("tree", 4), DistillConfig("tree", 8)]
+
+
+def _apply(pipeline, cfg: DistillConfig, calibration):
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    X, _ = calibration
+    prep = pipeline[:-1]
+    Z = prep.transform(X)
+    teacher = final_estimator(pipeline)
+    soft = teacher.predict(Z)  # the teacher's answers are the student's targets
+    if _task(pipeline) == "classification":
+        student = (LogisticRegression(max_iter=2000) if cfg.student == "linear"
+                   else DecisionTreeClassifier(max_depth=cfg.max_depth, min_samples_leaf=5, random_state=0))
+        if len(np.unique(soft)) < 2:  # the teacher answers one class on these rows: a constant student
+            student = DecisionTreeClassifier(max_depth=1)
+    else:
+        student = (Ridge(alpha=1.0) if cfg.student == "linear"
+                   else DecisionTreeRegressor(max_depth=cfg.max_depth, min_samples_leaf=5, random_state=0))
+    student.fit(Z, soft)
+    return with_final(pipeline, student)
+
+
+register_technique(Technique("distill", DistillConfig, _apply, _applies, _settings, needs_data=True,
+                             interpretable=True,
+                             description="train a shallow tree or linear student on the teacher's predictions"))

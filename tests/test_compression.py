@@ -1,0 +1,177 @@
+"""Compression techniques on real tiny models, and the accuracy-aware search with its group guard."""
+
+import hashlib
+import pickle
+
+import numpy as np
+import pytest
+
+import frugalml
+from conftest import group_harm_data, linear_data
+from frugalml.candidates import CANDIDATES, build_pipeline
+from frugalml.compression import TECHNIQUES, compress
+from frugalml.compression.boosting_truncate import BoostingTruncateConfig
+from frugalml.compression.distill import DistillConfig
+from frugalml.compression.tree_subset import TreeSubsetConfig
+from frugalml.data import load_task
+from frugalml.evaluation import CostConfig
+from frugalml.workflow import compress as compress_run
+
+FAST = CostConfig(latency_calls=50, time_budget_s=0.01, batch_large=100, memory_probe=False)
+
+
+def fitted(name, kind="classification", n=400):
+    df = linear_data(n=n)
+    if kind == "regression":
+        df = df.assign(label=df["x1"] * 2 - df["x2"])
+    task = load_task(df, "label")
+    c = CANDIDATES.get(name)
+    return build_pipeline(c.build(kind, 0), task.schema, c.scale).fit(task.X, task.y), task
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_tree_subset_is_the_average_of_the_kept_trees(kind):
+    pipe, task = fitted("random_forest", kind)
+    small = compress(pipe, TreeSubsetConfig(10))
+    forest, kept = pipe.steps[-1][1], small.steps[-1][1]
+    assert len(kept.estimators_) == 10 and len(forest.estimators_) == 100  # the original is untouched
+    Z = pipe[:-1].transform(task.X)
+    if kind == "classification":
+        ref = np.mean([t.predict_proba(Z) for t in forest.estimators_[:10]], axis=0)
+        np.testing.assert_allclose(small.predict_proba(task.X), ref)
+    else:
+        ref = np.mean([t.predict(Z) for t in forest.estimators_[:10]], axis=0)
+        np.testing.assert_allclose(small.predict(task.X), ref)
+    from frugalml.candidates.artifact import export_onnx
+
+    assert len(export_onnx(small, task.schema)) < len(export_onnx(pipe, task.schema)) / 5
+
+
+def test_boosting_truncation_equals_the_first_iterations():
+    pipe, task = fitted("lightgbm")
+    cut = compress(pipe, BoostingTruncateConfig(50))
+    Z = pipe[:-1].transform(task.X)
+    ref = pipe.steps[-1][1].booster_.predict(Z, num_iteration=50)
+    np.testing.assert_allclose(cut.predict_proba(task.X)[:, 1], ref, rtol=1e-6)
+    assert cut.steps[-1][1].booster_.current_iteration() == 50
+    assert pipe.steps[-1][1].booster_.current_iteration() == 200
+
+    hgb, task = fitted("hist_gradient_boosting", "regression")
+    cut = compress(hgb, BoostingTruncateConfig(30))
+    staged = list(hgb.steps[-1][1].staged_predict(hgb[:-1].transform(task.X)))
+    np.testing.assert_allclose(cut.predict(task.X), staged[29])
+
+
+def test_distilled_student_is_thin_and_follows_its_teacher():
+    from sklearn.tree import DecisionTreeClassifier
+
+    from frugalml.compression import with_final
+    from frugalml.data import prepare_frame
+
+    df = linear_data(n=1800, seed=4)
+    task = load_task(df.iloc[:600], "label")
+    c = CANDIDATES.get("random_forest")
+    pipe = build_pipeline(c.build("classification", 0), task.schema, c.scale).fit(task.X, task.y)
+    X_cal = prepare_frame(df.iloc[600:1200], task.schema)
+    y_cal = (df["label"].iloc[600:1200] == "yes").to_numpy().astype(int)
+    X_new = prepare_frame(df.iloc[1200:], task.schema)
+    student = compress(pipe, DistillConfig("tree", 4), calibration=(X_cal, y_cal))
+    tree = student.steps[-1][1]
+    assert type(tree).__name__ == "DecisionTreeClassifier" and tree.get_depth() <= 4
+    # Trained on the teacher's answers, it follows the teacher on new rows better than the same tree
+    # trained on the true labels of the same rows.
+    on_labels = with_final(pipe, DecisionTreeClassifier(max_depth=4, min_samples_leaf=5, random_state=0)
+                           .fit(pipe[:-1].transform(X_cal), y_cal))
+    agree = np.mean(student.predict(X_new) == pipe.predict(X_new))
+    assert agree > np.mean(on_labels.predict(X_new) == pipe.predict(X_new)) and agree > 0.8
+    assert TECHNIQUES.get("distill").interpretable and TECHNIQUES.get("distill").needs_data
+    with pytest.raises(frugalml.FrugalError, match="needs calibration data"):
+        compress(pipe, DistillConfig("linear"))
+
+
+@pytest.fixture(scope="module")
+def harm_run(tmp_path_factory):
+    """A random forest selected on group-harm data; the other half of the data is for compress."""
+    df = group_harm_data(n=4000, seed=1)
+    train, held = df.iloc[:2000], df.iloc[2000:]
+    base = tmp_path_factory.mktemp("harm")
+    frugalml.select(train, "y", candidates=["random_forest"], folds=2, repeats=1, out=base / "rf", cost=FAST)
+    held.to_csv(base / "held.csv", index=False)
+    return base
+
+
+def test_variant_that_hurts_one_group_is_rejected(harm_run, validate_decision):
+    kw = dict(techniques=["distill"], tolerance=0.15, cost=FAST, n_boot=200)
+    blind = compress_run(harm_run / "rf", harm_run / "held.csv", **kw).decision
+    linear = next(c for c in blind["candidates"] if c["name"].startswith("distill:student=linear"))
+    assert linear["on_par"] and blind["recommended"] != "original"  # blind to groups, a student wins
+
+    d = compress_run(harm_run / "rf", harm_run / "held.csv", groups=["g"], out=harm_run / "c", **kw).decision
+    validate_decision(d)
+    assert d["command"] == "compress" and d["best"] == "original"
+    linear = next(c for c in d["candidates"] if c["name"].startswith("distill:student=linear"))
+    assert linear["vs_best"]["non_inferior"]  # fine overall...
+    assert linear["groups"]["g=B"]["non_inferior"] is False  # ...but not for group B
+    assert linear["groups"]["g=B"]["flip_rate"] > 0.2 > linear["groups"]["g=A"]["flip_rate"]
+    assert not linear["on_par"] and linear["rejected_because"].startswith("group g=B")
+    assert d["recommended"] != linear["name"]
+    assert frugalml.load(harm_run / "c").name == d["recommended"]
+
+
+def test_forest_shrinks_within_tolerance(harm_run):
+    d = compress_run(harm_run / "rf", harm_run / "held.csv", groups=["g"], techniques=["tree-subset"],
+                     tolerance=0.02, cost=FAST, n_boot=200).decision
+    rec = next(c for c in d["candidates"] if c["name"] == d["recommended"])
+    orig = d["candidates"][0]
+    assert d["recommended"].startswith("tree-subset")
+    assert rec["cost"]["size_bytes"] * 5 < orig["cost"]["size_bytes"]
+    assert rec["vs_best"]["ci_low"] > -0.02
+
+
+def _digest(path):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", ["pickle", "corrupt", "columns", "technique", "too small", "onnx", "labels"])
+def test_bad_input_exits_2_and_never_touches_the_model(case, harm_run, tmp_path, capsys):
+    from frugalml.cli import main
+
+    model = harm_run / "rf"
+    data = str(harm_run / "held.csv")
+    args = []
+    if case == "pickle":
+        bad = tmp_path / "model.pkl"
+        bad.write_bytes(pickle.dumps({"x": 1}))
+        model, needle = bad, "pickle"
+    elif case == "corrupt":
+        bad = tmp_path / "m"
+        bad.mkdir()
+        (bad / "meta.json").write_text((model / "model" / "meta.json").read_text())
+        (bad / "model.skops").write_bytes((model / "model" / "model.skops").read_bytes()[:500])
+        model, needle = bad, "not a valid skops file"
+    elif case == "columns":
+        import pandas as pd
+
+        pd.read_csv(data).drop(columns=["x2"]).to_csv(tmp_path / "d.csv", index=False)
+        data, needle = str(tmp_path / "d.csv"), "missing column(s) 'x2'"
+    elif case == "technique":
+        args, needle = ["--techniques", "magic"], "unknown technique 'magic'"
+    elif case == "too small":
+        import pandas as pd
+
+        pd.read_csv(data).head(20).to_csv(tmp_path / "d.csv", index=False)
+        data, needle = str(tmp_path / "d.csv"), "at least 40"
+    elif case == "onnx":
+        model, needle = model / "model" / "model.onnx", "ONNX"
+    else:
+        import pandas as pd
+
+        pd.read_csv(data).assign(y=7).to_csv(tmp_path / "d.csv", index=False)
+        data, needle = str(tmp_path / "d.csv"), "never saw"
+    before = _digest(harm_run / "rf")
+    code = main(["compress", str(model), "--data", data, "--out", str(tmp_path / "out"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert _digest(harm_run / "rf") == before

@@ -175,3 +175,22 @@ def test_bad_input_exits_2_and_never_touches_the_model(case, harm_run, tmp_path,
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
     assert _digest(harm_run / "rf") == before
+
+
+def test_tree_prune_matches_the_forest_better_than_the_first_trees():
+    from frugalml.compression.tree_prune import TreePruneConfig
+    from frugalml.data import prepare_frame
+
+    df = linear_data(n=3000, seed=2)
+    df = df.assign(label=df.x1 * 2 - df.x2 + np.random.default_rng(0).normal(size=len(df)))
+    task = load_task(df.iloc[:1000], "label")
+    c = CANDIDATES.get("random_forest")
+    pipe = build_pipeline(c.build("regression", 0), task.schema, False).fit(task.X, task.y)
+    X_cal, X_new = prepare_frame(df.iloc[1000:2000], task.schema), prepare_frame(df.iloc[2000:], task.schema)
+    full = pipe.predict(X_new)
+    for k in (5, 10, 20):
+        pruned = compress(pipe, TreePruneConfig(k), calibration=(X_cal, None))
+        first = compress(pipe, TreeSubsetConfig(k))
+        assert len(pruned.steps[-1][1].estimators_) == k
+        assert np.mean((pruned.predict(X_new) - full) ** 2) < np.mean((first.predict(X_new) - full) ** 2)
+    assert len(pipe.steps[-1][1].estimators_) == 100

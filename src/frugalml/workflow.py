@@ -225,7 +225,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     """Find the cheapest compressed variant of a selected model whose quality holds, overall and per group.
 
     ``model``: a run directory of ``select`` or its ``model/`` folder (never modified). ``data``: labelled
-    rows the model did not train on, split in half: calibration (for distillation) and evaluation.
+    rows the model did not train on, split 30/70: calibration (for distillation) and evaluation.
     """
     import time
 
@@ -267,12 +267,14 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
             raise DataError(f"group column {g!r} has a single value; a group check needs at least two")
         group_masks_.update({f"{g}={v}": values == v for v in sorted(set(values))})
     if len(y) < 40:
-        raise DataError(f"only {len(y)} labelled rows; compression needs at least 40 (half to calibrate, "
-                        "half to evaluate)")
+        raise DataError(f"only {len(y)} labelled rows; compression needs at least 40 (30% to calibrate, "
+                        "70% to evaluate)")
     n_classes = len(schema.classes) if schema.classes else None
     m = resolve_metric(metric or meta.get("metric"), schema.task, n_classes)
     strat = y if schema.task == "classification" and np.bincount(y).min() >= 2 else None
-    cal, ev = train_test_split(np.arange(len(y)), test_size=0.5, random_state=seed, stratify=strat)
+    # 30% calibrates the techniques that need data (distillation); 70% judges every variant: the group
+    # checks need rows more than a student does.
+    cal, ev = train_test_split(np.arange(len(y)), test_size=0.7, random_state=seed, stratify=strat)
     scfg = SearchConfig(tolerance, alpha, min_group_size, n_boot, seed)
     t0 = time.perf_counter()
     variants, records = search(pipeline, X.iloc[cal], y[cal], X.iloc[ev], y[ev],

@@ -60,7 +60,7 @@ def with_final(pipeline, estimator):
     return Pipeline(pipeline.steps[:-1] + [(pipeline.steps[-1][0], estimator)])
 
 
-from . import boosting_truncate, distill, tree_subset  # noqa: E402,F401  (register the built-ins)
+from . import boosting_truncate, distill, tree_prune, tree_subset  # noqa: E402,F401  (register the built-ins)
 
 __all__ = ["Technique", "TECHNIQUES", "register_technique", "compress", "final_estimator", "config_label",
            "with_final"]

@@ -6,7 +6,7 @@ The public API. Heavy libraries (scikit-learn, ONNX Runtime, torch) load only wh
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "select", "load", "load_task", "register_candidate", "candidates_from_estimator",
+__all__ = ["__version__", "select", "compress", "load", "load_task", "register_candidate", "candidates_from_estimator",
            "FrugalError"]
 
 from .errors import FrugalError
@@ -17,6 +17,10 @@ def __getattr__(name):
         from .workflow import select
 
         return select
+    if name == "compress":
+        from .workflow import compress
+
+        return compress
     if name == "load":
         from .candidates.artifact import load
 

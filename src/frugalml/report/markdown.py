@@ -65,9 +65,12 @@ def render_markdown(decision: dict) -> str:
     groups = d["candidates"][0]["groups"]
     if groups:
         lines += ["", "## Per group", "",
-                  f"Each cell: mean {m} in the group, difference to the best candidate, and the verdict "
-                  f"(ok = non-inferior within {d['tolerance']:g}; FAIL = not shown; p = Holm-adjusted p-value of "
-                  f"'worse by more than {d['tolerance']:g}'; untested = fewer than {st['min_group_size']} rows).", "",
+                  f"Each cell: mean {m} in the group, difference to the "
+                  + ("best candidate" if d["command"] == "select" else "original")
+                  + f", and the verdict (ok = non-inferior within {d['tolerance']:g}; FAIL = not shown; "
+                  + (f"p = Holm-adjusted p-value of 'worse by more than {d['tolerance']:g}'; "
+                     if d["command"] == "select" else "bootstrap bounds at alpha / groups (Bonferroni); ")
+                  + f"untested = fewer than {st['min_group_size']} rows).", "",
                   "| candidate | " + " | ".join(f"{g} (n={e['n']})" for g, e in groups.items()) + " |",
                   "|---|" + "---|" * len(groups)]
         for c in d["candidates"]:

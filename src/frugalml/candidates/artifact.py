@@ -116,8 +116,8 @@ class OnnxPredictor:
         self.schema = schema
         self.session = ort_session(onnx_bytes, threads)
         names = [o.name for o in self.session.get_outputs()]
-        self._label = names[0]
-        self._proba = names[1] if len(names) > 1 else None
+        self.label_output = names[0]
+        self.proba_output = names[1] if len(names) > 1 else None
         inputs = {i.name: i.shape[-1] for i in self.session.get_inputs()}
         expected = {k: n for k, n in (("num", len(schema.numeric)), ("cat", len(schema.categorical))) if n}
         if inputs != expected:
@@ -130,13 +130,13 @@ class OnnxPredictor:
         return self.session.run(outputs, feeds)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        out = self.session.run([self._label], self.feeds(frame))[0]
+        out = self.session.run([self.label_output], self.feeds(frame))[0]
         return np.asarray(out).reshape(-1) if self.schema.task == "classification" else np.asarray(out, dtype=np.float64).reshape(-1)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        if self._proba is None:
+        if self.proba_output is None:
             raise ModelError("this model has no probability output")
-        return np.asarray(self.session.run([self._proba], self.feeds(frame))[0], dtype=np.float64)
+        return np.asarray(self.session.run([self.proba_output], self.feeds(frame))[0], dtype=np.float64)
 
 
 def onnx_agreement(pipeline, onnx_bytes: bytes, frame: pd.DataFrame, schema: Schema) -> dict:

@@ -155,7 +155,7 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
         if artifact["onnx"] is not None:
             onx = OnnxPredictor(artifact["onnx"], schema, threads=cfg.threads)
             feeds = [onx.feeds(r) for r in rows]
-            out_names = [onx._label]
+            out_names = [onx.label_output]
             deployed = _time_calls(lambda f: onx.run(f, out_names), feeds, cfg, meter)
             deployed_tput = _throughput(lambda f: onx.run(f, out_names), onx.feeds(big))
             cost["format"], cost["size_bytes"] = "onnx", len(artifact["onnx"])

@@ -19,7 +19,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 import frugalml
@@ -28,18 +27,9 @@ from frugalml.data import prepare_frame, read_table
 from frugalml.data.builtin import DATASETS
 from frugalml.workflow import compress
 
+from timing import latency_ms  # noqa: E402  (benchmarks/timing.py, beside this script)
+
 warnings.filterwarnings("ignore")
-
-
-def latency_ms(fn, rows, calls=500):
-    for r in rows[:20]:
-        fn(r)
-    times = []
-    for k in range(calls):
-        t0 = time.perf_counter_ns()
-        fn(rows[k % len(rows)])
-        times.append(time.perf_counter_ns() - t0)
-    return float(np.percentile(np.asarray(times) / 1e6, 50))
 
 
 def run(entry: str, tolerance: float, seed: int = 0) -> dict:
@@ -60,7 +50,7 @@ def run(entry: str, tolerance: float, seed: int = 0) -> dict:
         schema = kept.schema
         rows = [prepare_frame(held.iloc[[i]], schema) for i in range(64)]
         with threadpool_limits(1):
-            naive_ms = latency_ms(original.predict, rows)
+            naive_ms = latency_ms(original.predict, rows)[0]
     cands = {c["name"]: c for c in d["candidates"]}
     orig, rec = cands["original"], cands[d["recommended"]]
 

@@ -32,20 +32,9 @@ from frugalml.candidates import CANDIDATES, build_pipeline
 from frugalml.data import load_task, prepare_frame, read_table
 from frugalml.data.builtin import DATASETS
 
+from timing import latency_ms  # noqa: E402  (benchmarks/timing.py, beside this script)
+
 warnings.filterwarnings("ignore")
-
-
-def latency_ms(fn, rows, calls=500):
-    for r in rows[:20]:
-        fn(r)
-    times = []
-    for k in range(calls):
-        r = rows[k % len(rows)]
-        t0 = time.perf_counter_ns()
-        fn(r)
-        times.append(time.perf_counter_ns() - t0)
-    ms = np.asarray(times) / 1e6
-    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
 
 
 def holdout(df: pd.DataFrame, target: str, kind: str, seed: int = 0):

@@ -27,7 +27,8 @@ def _progress(console):
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, transient=True)
     tasks = {}
-    labels = {"fit": "fitting candidates x folds", "cost": "measuring cost of each candidate"}
+    labels = {"fit": "fitting candidates x folds", "cost": "measuring cost of each candidate",
+              "search": "trying compression techniques"}
 
     def update(stage, done, total):
         if stage not in tasks:
@@ -37,17 +38,16 @@ def _progress(console):
     return bar, update
 
 
-def _run_select(data, out, console, quiet, show_json=False, **kwargs):
-    from .evaluation import CostConfig
+def _run(verb, args: tuple, console, quiet: bool, show_json: bool = False, **kwargs):
+    """Run a verb of the public API with a progress bar on a terminal, then print its decision."""
     from .report import print_summary
-    from .workflow import select
 
     bar, update = _progress(console)
     if bar is not None:
         with bar:
-            result = select(data, out=out, progress=update, **kwargs)
+            result = verb(*args, progress=update, **kwargs)
     else:
-        result = select(data, out=out, **kwargs)
+        result = verb(*args, **kwargs)
     if show_json:
         import json
 
@@ -103,10 +103,12 @@ def select(
         from .candidates import from_spec
 
         candidates = [from_spec(c) if ":" in c else c for c in candidate]
-    _run_select(data, out, _console(quiet), quiet, json_out, target=target, groups=group or None, task=task,
-                metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
-                cost_priority=cost_priority, folds=folds, repeats=repeats, seed=seed, candidates=candidates,
-                overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost)
+    from .workflow import select as run_select
+
+    _run(run_select, (data,), _console(quiet), quiet, json_out, out=out, target=target, groups=group or None,
+         task=task, metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
+         cost_priority=cost_priority, folds=folds, repeats=repeats, seed=seed, candidates=candidates,
+         overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost)
 
 
 @app.command()
@@ -132,31 +134,14 @@ def compress(
     quality within tolerance overall and in every group."""
     import time
 
-    from .report import print_summary
     from .workflow import compress as run_compress
 
     if out is None:
         out = Path("runs") / time.strftime("compress-%Y%m%d-%H%M%S")
     names = [t.strip() for t in techniques.split(",") if t.strip()] if techniques else None
-    console = _console(quiet)
-    bar, update = _progress(console)
-    kwargs = dict(target=target, groups=group or None, techniques=names, metric=metric, tolerance=tolerance,
-                  alpha=alpha, min_group_size=min_group_size, cost_priority=cost_priority, seed=seed, out=out,
-                  overwrite=overwrite)
-    if bar is not None:
-        with bar:
-            result = run_compress(model, data, progress=update, **kwargs)
-    else:
-        result = run_compress(model, data, **kwargs)
-    if json_out:
-        import json
-
-        typer.echo(json.dumps(result.decision, indent=2))
-    elif not quiet:
-        from rich.console import Console
-
-        print_summary(result.decision, Console())
-        typer.echo(f"run directory: {result.run_dir}")
+    _run(run_compress, (model, data), _console(quiet), quiet, json_out, target=target, groups=group or None,
+         techniques=names, metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
+         cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite)
 
 
 @app.command()
@@ -168,7 +153,9 @@ def demo(
     """The whole selection on an embedded dataset (statsmodels' fair survey, groups: religiousness, age)."""
     console = _console(quiet)
     console.print("frugal demo: select on builtin:fair (6,366 rows; groups religious, age_band)")
-    result = _run_select("builtin:fair", out, console, quiet, overwrite=True)
+    from .workflow import select as run_select
+
+    result = _run(run_select, ("builtin:fair",), console, quiet, out=out, overwrite=True)
     from .data import read_table
 
     df, _, _ = read_table("builtin:fair")

@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# constraints.txt pins torch==2.13.0 (the CPU wheel): an unpinned torch pulls a CUDA build of several GB
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[energy,torch,dask,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[energy,torch,lm,dask,dev]'
 	$(BIN)/python -m pip show torch | grep '^Version: 2.13.0' || { echo "error: torch is not 2.13.0"; exit 1; }
 	touch $(STAMP)
 

@@ -145,6 +145,45 @@ def compress(
 
 
 @app.command()
+def generate(
+    model: str = typer.Argument(..., help="A local Hugging Face folder of a Llama-family model (safetensors)."),
+    prompt: str = typer.Argument(..., help="The prompt text."),
+    max_new_tokens: int = typer.Option(128, help="Most tokens to generate."),
+    temperature: float = typer.Option(0.0, help="0 = greedy; above 0 samples."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling: keep the smallest set of tokens reaching this mass."),
+    seed: int = typer.Option(0, help="Seed of the sampler."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Generate text with frugalml's decode engine (static KV cache); text to stdout, statistics to stderr."""
+    from .errors import DataError
+    from .runtime.generate import SamplingConfig, generate as run_generate
+    from .runtime.loading import load_causal_lm
+
+    cfg = SamplingConfig(temperature, top_p, seed)
+    cfg.check()
+    if not prompt.strip():
+        raise DataError("the prompt is empty; give some text")
+    lm, tokenizer = load_causal_lm(model)
+    ids = tokenizer.encode(prompt)
+    out_ids: list[int] = []
+    shown = ""
+
+    def stream(token: int) -> None:  # decode the whole continuation, print what is new (multi-byte safe)
+        nonlocal shown
+        out_ids.append(token)
+        text = tokenizer.decode(out_ids, skip_special_tokens=True)
+        if text.startswith(shown):
+            sys.stdout.write(text[len(shown):])
+            sys.stdout.flush()
+            shown = text
+
+    result = run_generate(lm, ids, max_new_tokens, cfg, eos_id=tokenizer.eos_token_id, on_token=stream)
+    sys.stdout.write("\n")
+    typer.echo(f"prompt {len(ids)} tokens, time to first token {1000 * result.prefill_s:.1f} ms; "
+               f"{len(result.tokens)} tokens, decode {result.decode_tokens_per_s:.1f} tokens/s", err=True)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory (replaced if it exists)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),

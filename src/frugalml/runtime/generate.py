@@ -1,0 +1,89 @@
+"""The decode loop: one prefill over the prompt, then one token per step against the static KV cache.
+
+Greedy when temperature is 0 (the default); otherwise temperature + top-p (nucleus) sampling from a
+seeded generator, so a run is reproducible.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import ConfigError, DataError
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def check(self) -> None:
+        if not self.temperature >= 0:
+            raise ConfigError(f"--temperature must be 0 (greedy) or positive, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p must be in (0, 1], not {self.top_p}")
+
+
+@dataclass
+class Generation:
+    tokens: list[int]
+    prefill_s: float  # time to first token
+    decode_s: list[float] = field(default_factory=list)  # time of each later token
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return len(self.decode_s) / sum(self.decode_s) if self.decode_s else float("nan")
+
+
+def sample(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> int:
+    """logits (V,) -> the next token."""
+    if cfg.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
+    if cfg.top_p < 1:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < cfg.top_p  # the smallest set reaching top_p
+        sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+        probs = probs / probs.sum()
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.inference_mode()
+def generate(model, prompt: list[int], max_new_tokens: int, cfg: SamplingConfig = SamplingConfig(),
+             eos_id: int | None = None, on_token: Callable[[int], None] | None = None) -> Generation:
+    cfg.check()
+    if not prompt:
+        raise DataError("the prompt is empty; give some text")
+    if max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
+    total = len(prompt) + max_new_tokens
+    if total > model.spec.max_positions:
+        raise DataError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed the model's context of "
+                        f"{model.spec.max_positions}; shorten the prompt or lower --max-new-tokens")
+    generator = None
+    if cfg.temperature > 0:
+        generator = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else 0)
+    device = model.embed_tokens.weight.device
+    model.setup_cache(1, total)
+    t0 = time.perf_counter()
+    logits = model(torch.tensor([prompt], device=device), torch.arange(len(prompt), device=device))[0, -1]
+    token = sample(logits, cfg, generator)
+    out = Generation([token], time.perf_counter() - t0)
+    if on_token:
+        on_token(token)
+    pos = len(prompt)
+    while len(out.tokens) < max_new_tokens and token != eos_id:
+        t0 = time.perf_counter()
+        logits = model(torch.tensor([[token]], device=device), torch.tensor([pos], device=device))[0, -1]
+        token = sample(logits, cfg, generator)
+        out.decode_s.append(time.perf_counter() - t0)
+        out.tokens.append(token)
+        pos += 1
+        if on_token:
+            on_token(token)
+    return out

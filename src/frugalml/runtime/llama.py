@@ -1,0 +1,165 @@
+"""A Llama-family decoder written for decoding: static pre-allocated KV cache, SDPA attention, RoPE tables
+computed once. Weights load from a Hugging Face state dict under the same names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LlamaSpec:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    rms_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_positions: int = 2048
+    tie_embeddings: bool = False
+    attention_bias: bool = False
+    mlp_bias: bool = False
+
+    @classmethod
+    def from_hf_config(cls, c: dict) -> "LlamaSpec":
+        heads = c["num_attention_heads"]
+        rope = c.get("rope_parameters") or c.get("rope_scaling") or {}
+        theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
+        return cls(vocab_size=c["vocab_size"], hidden_size=c["hidden_size"], intermediate_size=c["intermediate_size"],
+                   n_layers=c["num_hidden_layers"], n_heads=heads, n_kv_heads=c.get("num_key_value_heads") or heads,
+                   head_dim=c.get("head_dim") or c["hidden_size"] // heads, rms_eps=c.get("rms_norm_eps", 1e-6),
+                   rope_theta=float(theta), max_positions=c.get("max_position_embeddings", 2048),
+                   tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+                   attention_bias=bool(c.get("attention_bias", False)), mlp_bias=bool(c.get("mlp_bias", False)))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):  # (B, T, C); normalised in float32 whatever the weights' dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, s: LlamaSpec):
+        super().__init__()
+        self.s = s
+        self.q_proj = nn.Linear(s.hidden_size, s.n_heads * s.head_dim, bias=s.attention_bias)
+        self.k_proj = nn.Linear(s.hidden_size, s.n_kv_heads * s.head_dim, bias=s.attention_bias)
+        self.v_proj = nn.Linear(s.hidden_size, s.n_kv_heads * s.head_dim, bias=s.attention_bias)
+        self.o_proj = nn.Linear(s.n_heads * s.head_dim, s.hidden_size, bias=s.attention_bias)
+        self.k_cache: torch.Tensor | None = None  # (B, KVH, L, D)
+        self.v_cache: torch.Tensor | None = None
+
+    def forward(self, x, cos, sin, mask, pos):
+        s = self.s
+        b, t, _ = x.shape  # (B, T, C)
+        q = self.q_proj(x).view(b, t, s.n_heads, s.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(b, t, s.n_kv_heads, s.head_dim).transpose(1, 2)  # (B, KVH, T, D)
+        v = self.v_proj(x).view(b, t, s.n_kv_heads, s.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin  # cos, sin: (T, D) broadcast over (B, H)
+        k = k * cos + rotate_half(k) * sin
+        self.k_cache[:, :, pos] = k
+        self.v_cache[:, :, pos] = v
+        keys, values = self.k_cache, self.v_cache  # (B, KVH, L, D): positions past pos are masked out
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=s.n_heads != s.n_kv_heads)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, s.n_heads * s.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, s: LlamaSpec):
+        super().__init__()
+        self.gate_proj = nn.Linear(s.hidden_size, s.intermediate_size, bias=s.mlp_bias)
+        self.up_proj = nn.Linear(s.hidden_size, s.intermediate_size, bias=s.mlp_bias)
+        self.down_proj = nn.Linear(s.intermediate_size, s.hidden_size, bias=s.mlp_bias)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, s: LlamaSpec):
+        super().__init__()
+        self.self_attn = Attention(s)
+        self.mlp = MLP(s)
+        self.input_layernorm = RMSNorm(s.hidden_size, s.rms_eps)
+        self.post_attention_layernorm = RMSNorm(s.hidden_size, s.rms_eps)
+
+    def forward(self, x, cos, sin, mask, pos):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, pos)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class Llama(nn.Module):
+    def __init__(self, s: LlamaSpec):
+        super().__init__()
+        self.spec = s
+        self.embed_tokens = nn.Embedding(s.vocab_size, s.hidden_size)
+        self.layers = nn.ModuleList(Block(s) for _ in range(s.n_layers))
+        self.norm = RMSNorm(s.hidden_size, s.rms_eps)
+        self.lm_head = nn.Linear(s.hidden_size, s.vocab_size, bias=False)
+        if s.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.max_len = 0
+
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load weights named as in transformers' LlamaForCausalLM (``model.`` prefix, ``lm_head``)."""
+        mine = {}
+        for name, tensor in state.items():
+            key = name[len("model."):] if name.startswith("model.") else name
+            if "rotary_emb" in key:
+                continue
+            mine[key] = tensor
+        if self.spec.tie_embeddings:
+            mine.pop("lm_head.weight", None)
+            mine["lm_head.weight"] = mine["embed_tokens.weight"]
+        missing, unexpected = self.load_state_dict(mine, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"weights do not fit the architecture: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+    def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
+        """Allocate the KV cache and the RoPE tables for ``max_len`` positions, once per generation."""
+        s = self.spec
+        dtype = dtype or self.embed_tokens.weight.dtype
+        device = self.embed_tokens.weight.device
+        for layer in self.layers:
+            shape = (batch, s.n_kv_heads, max_len, s.head_dim)
+            layer.self_attn.k_cache = torch.zeros(shape, dtype=dtype, device=device)
+            layer.self_attn.v_cache = torch.zeros(shape, dtype=dtype, device=device)
+        inv_freq = 1.0 / (s.rope_theta ** (torch.arange(0, s.head_dim, 2, dtype=torch.int64).float() / s.head_dim))
+        freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (L, D/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (L, D)
+        self.cos, self.sin = emb.cos().to(dtype).to(device), emb.sin().to(dtype).to(device)
+        # causal[p, j]: may position p attend to cache slot j
+        self.causal = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool, device=device))
+        self.max_len = max_len
+
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) at positions pos (T,) -> logits (B, T, V); the cache must hold pos."""
+        x = self.embed_tokens(tokens)  # (B, T, C)
+        cos, sin, mask = self.cos[pos], self.sin[pos], self.causal[pos]  # (T, D), (T, D), (T, L)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, pos)
+        return self.lm_head(self.norm(x))
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+

@@ -1,0 +1,54 @@
+"""Load a causal language model from a local Hugging Face folder (config.json + safetensors + tokenizer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ModelError, need
+
+SUPPORTED = {"llama", "mistral", "qwen2"}  # same decoder layout (Qwen2 adds q/k/v biases: attention_bias)
+
+
+def load_causal_lm(folder: str | Path, dtype: str = "float32"):
+    """-> (model, tokenizer) from a local folder; nothing is downloaded."""
+    torch = need("torch", "the language-model engine", "torch")
+    from safetensors.torch import load_file
+
+    from .llama import Llama, LlamaSpec
+
+    p = Path(folder)
+    if not p.is_dir():
+        raise ModelError(f"{folder} is not a folder; give a local Hugging Face model folder (config.json, *.safetensors)")
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{folder} has no config.json") from None
+    except ValueError:
+        raise ModelError(f"{p / 'config.json'} is not valid JSON") from None
+    kind = config.get("model_type")
+    if kind not in SUPPORTED:
+        raise ModelError(f"architecture {kind!r} is not supported; supported: {', '.join(sorted(SUPPORTED))}")
+    if kind == "qwen2":
+        config = {**config, "attention_bias": True}
+    files = sorted(p.glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"{folder} has no *.safetensors weights (pickled .bin weights are refused)")
+    state = {}
+    for f in files:
+        try:
+            state.update(load_file(str(f)))
+        except Exception as exc:  # safetensors raises its own error types for damaged files
+            raise ModelError(f"{f} is not a readable safetensors file ({type(exc).__name__}); re-save it") from None
+    model = Llama(LlamaSpec.from_hf_config(config))
+    try:
+        model.load_hf_state_dict(state)
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"{folder}: {str(exc).splitlines()[0][:200]}") from None
+    model = model.to(getattr(torch, dtype)).eval()
+    transformers = need("transformers", "tokenizers of Hugging Face folders", "lm")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder}: no usable tokenizer ({str(exc).splitlines()[0][:120]})") from None
+    return model, tokenizer

@@ -101,7 +101,7 @@ def harm_run(tmp_path_factory):
 
 
 def test_variant_that_hurts_one_group_is_rejected(harm_run, validate_decision):
-    kw = dict(techniques=["distill"], tolerance=0.15, cost=FAST, n_boot=200)
+    kw = dict(techniques=["distill"], tolerance=0.15, cost=FAST, n_boot=200, cost_priority="size")
     blind = compress_run(harm_run / "rf", harm_run / "held.csv", **kw).decision
     linear = next(c for c in blind["candidates"] if c["name"].startswith("distill:student=linear"))
     assert linear["on_par"] and blind["recommended"] != "original"  # blind to groups, a student wins
@@ -120,7 +120,7 @@ def test_variant_that_hurts_one_group_is_rejected(harm_run, validate_decision):
 
 def test_forest_shrinks_within_tolerance(harm_run):
     d = compress_run(harm_run / "rf", harm_run / "held.csv", groups=["g"], techniques=["tree-subset"],
-                     tolerance=0.02, cost=FAST, n_boot=200).decision
+                     tolerance=0.02, cost=FAST, n_boot=200, cost_priority="size").decision
     rec = next(c for c in d["candidates"] if c["name"] == d["recommended"])
     orig = d["candidates"][0]
     assert d["recommended"].startswith("tree-subset")

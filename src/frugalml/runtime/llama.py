@@ -66,13 +66,30 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(s.n_heads * s.head_dim, s.hidden_size, bias=s.attention_bias)
         self.k_cache: torch.Tensor | None = None  # (B, KVH, L, D)
         self.v_cache: torch.Tensor | None = None
+        self.qkv_proj: nn.Linear | None = None  # q, k and v in one matmul, made by fuse()
+
+    def fuse(self) -> None:
+        """One matmul for q, k and v: one pass over the input and fewer kernel calls per token."""
+        parts = (self.q_proj, self.k_proj, self.v_proj)
+        self.qkv_proj = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts),
+                                  bias=self.s.attention_bias).to(parts[0].weight.dtype)
+        with torch.no_grad():
+            self.qkv_proj.weight.copy_(torch.cat([p.weight for p in parts]))
+            if self.s.attention_bias:
+                self.qkv_proj.bias.copy_(torch.cat([p.bias for p in parts]))
+        del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x, cos, sin, mask, pos):
         s = self.s
         b, t, _ = x.shape  # (B, T, C)
-        q = self.q_proj(x).view(b, t, s.n_heads, s.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(b, t, s.n_kv_heads, s.head_dim).transpose(1, 2)  # (B, KVH, T, D)
-        v = self.v_proj(x).view(b, t, s.n_kv_heads, s.head_dim).transpose(1, 2)
+        q_size, kv_size = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).split([q_size, kv_size, kv_size], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(b, t, s.n_heads, s.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(b, t, s.n_kv_heads, s.head_dim).transpose(1, 2)  # (B, KVH, T, D)
+        v = v.view(b, t, s.n_kv_heads, s.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin  # cos, sin: (T, D) broadcast over (B, H)
         k = k * cos + rotate_half(k) * sin
         self.k_cache[:, :, pos] = k
@@ -88,8 +105,21 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(s.hidden_size, s.intermediate_size, bias=s.mlp_bias)
         self.up_proj = nn.Linear(s.hidden_size, s.intermediate_size, bias=s.mlp_bias)
         self.down_proj = nn.Linear(s.intermediate_size, s.hidden_size, bias=s.mlp_bias)
+        self.gate_up_proj: nn.Linear | None = None  # made by fuse()
+
+    def fuse(self) -> None:
+        g, u = self.gate_proj, self.up_proj
+        self.gate_up_proj = nn.Linear(g.in_features, 2 * g.out_features, bias=g.bias is not None).to(g.weight.dtype)
+        with torch.no_grad():
+            self.gate_up_proj.weight.copy_(torch.cat([g.weight, u.weight]))
+            if g.bias is not None:
+                self.gate_up_proj.bias.copy_(torch.cat([g.bias, u.bias]))
+        del self.gate_proj, self.up_proj
 
     def forward(self, x):
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -132,6 +162,9 @@ class Llama(nn.Module):
         missing, unexpected = self.load_state_dict(mine, strict=False)
         if missing or unexpected:
             raise ValueError(f"weights do not fit the architecture: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        for layer in self.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
 
     def setup_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> None:
         """Allocate the KV cache and the RoPE tables for ``max_len`` positions, once per generation."""

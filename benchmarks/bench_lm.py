@@ -35,15 +35,16 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    config, state = read_gguf(builtin_smollm2())
+    gguf_path = builtin_smollm2()
+    config, state = read_gguf(gguf_path)
     hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config)).eval()
     hf.load_state_dict(state, strict=False)
     hf.tie_weights()
     ours = Llama(LlamaSpec.from_hf_config(config))
     ours.load_hf_state_dict(state)
     ours.eval()
-    tok = transformers.AutoTokenizer.from_pretrained(str(builtin_smollm2().parent),
-                                                     gguf_file=builtin_smollm2().name, local_files_only=True)
+    tok = transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                     local_files_only=True)
     ids = tok.apply_chat_template([{"role": "user", "content": f"Repeat this text exactly: {TEXT}"}],
                                   add_generation_prompt=True, tokenize=True)
     prompt = torch.tensor([list(ids["input_ids"] if hasattr(ids, "keys") else ids)])

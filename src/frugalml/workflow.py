@@ -234,7 +234,9 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     from .candidates.artifact import load_pipeline
     from .compression.search import SearchConfig, search
     from .data import prepare_frame, read_table
+    from .data.task import numeric_target, read_groups
     from .errors import DataError
+    from .evaluation.quality import masks_of
     from .selection.decide import mark_pareto, recommend
 
     _check_options(2, 1, tolerance, alpha, min_group_size, cost_priority)
@@ -257,15 +259,8 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
                             f"its classes are {schema.classes}")
         y = np.asarray([index[v] for v in df[target].tolist()])
     else:
-        y = pd_numeric(df[target], target)
-    group_masks_ = {}
-    for g in groups or []:
-        if g not in df.columns:
-            raise DataError(f"group column {g!r} not found; columns are {list(df.columns)}")
-        values = df[g].astype(str).where(df[g].notna(), "(missing)").to_numpy()
-        if len(set(values)) < 2:
-            raise DataError(f"group column {g!r} has a single value; a group check needs at least two")
-        group_masks_.update({f"{g}={v}": values == v for v in sorted(set(values))})
+        y = numeric_target(df[target], target, "but the model is a regressor")
+    group_masks_ = masks_of(read_groups(df, groups or []))
     if len(y) < 40:
         raise DataError(f"only {len(y)} labelled rows; compression needs at least 40 (30% to calibrate, "
                         "70% to evaluate)")
@@ -314,17 +309,6 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     return SelectResult(decision, out_path)
 
 
-def pd_numeric(col, name: str) -> np.ndarray:
-    import pandas as pd
-
-    from .errors import DataError
-
-    try:
-        return pd.to_numeric(col, errors="raise").astype("float64").to_numpy()
-    except (ValueError, TypeError):
-        raise DataError(f"target {name!r} is not numeric but the model is a regressor") from None
-
-
 def _compress_reason(chosen: dict, records: list[dict], metric, tolerance: float, cost_priority: str) -> str:
     from .selection.decide import COST_LABELS, COST_PRIORITIES, _fmt
 
@@ -333,16 +317,15 @@ def _compress_reason(chosen: dict, records: list[dict], metric, tolerance: float
     label, unit = COST_LABELS[key]
     tested = [g for g, e in chosen["groups"].items() if e["tested"]]
     if chosen is original:
-        tried = [r for r in records[1:]]
+        tried = records[1:]
         if not tried:
             return "No compression technique applies to this model; the original stays."
-        closest = min(tried, key=lambda r: r["cost"][key] if r["on_par"] else float("inf"))
-        if not any(r["on_par"] for r in tried):
-            closest = max(tried, key=lambda r: metric.sign * r["quality"]["mean"])
-            return (f"No variant kept {metric.name} within {tolerance:g} of the original overall and in every "
-                    f"tested group; the original stays. Closest: {closest['name']}, rejected: "
-                    f"{closest['rejected_because']}.")
-        return f"The original is the cheapest model whose quality holds; {closest['name']} was not cheaper."
+        if any(r["on_par"] for r in tried):
+            return "The original is the cheapest model whose quality holds; no variant that holds was cheaper."
+        closest = max(tried, key=lambda r: metric.sign * r["quality"]["mean"])
+        return (f"No variant kept {metric.name} within {tolerance:g} of the original overall and in every "
+                f"tested group; the original stays. Closest: {closest['name']}, rejected: "
+                f"{closest['rejected_because']}.")
     d = chosen["vs_best"]
     bound = d["ci_low"] if metric.higher_is_better else d["ci_high"]
     a, b = chosen["cost"][key], original["cost"][key]

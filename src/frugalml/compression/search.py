@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..evaluation.metrics import Metric, Replay, score
+from ..evaluation.quality import model_outputs
 from ..selection.stats import mcnemar_exact, paired_bootstrap
 from . import TECHNIQUES, compress, config_label
 
@@ -36,18 +37,6 @@ class Variant:
     pipeline: object
     interpretable: bool
     outputs: dict  # predictions on the evaluation rows
-
-
-def outputs_of(pipeline, X, n_classes: int | None) -> dict:
-    out = {"predict": np.asarray(pipeline.predict(X))}
-    if n_classes and hasattr(pipeline, "predict_proba"):
-        raw = np.asarray(pipeline.predict_proba(X))
-        if raw.shape[1] != n_classes:  # a student that never saw some class
-            full = np.zeros((len(X), n_classes))
-            full[:, np.asarray(pipeline.classes_, dtype=int)] = raw
-            raw = full
-        out["predict_proba"] = raw
-    return out
 
 
 def technique_names(requested: list[str] | None, pipeline) -> list[str]:
@@ -129,7 +118,7 @@ def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.nda
            n_classes: int | None, techniques: list[str] | None, cfg: SearchConfig,
            progress: Callable[[str, int, int], None] | None = None) -> tuple[list[Variant], list[dict]]:
     """-> (variants including the original first, one comparison record each)."""
-    ref = Variant("original", "original", {}, pipeline, False, outputs_of(pipeline, X_eval, n_classes))
+    ref = Variant("original", "original", {}, pipeline, False, model_outputs(pipeline, X_eval, n_classes))
     variants, records = [ref], [compare(metric, y_eval, ref.outputs, ref.outputs, groups_eval, kind, n_classes, cfg)]
     names = technique_names(techniques, pipeline)
     for k, name in enumerate(names):
@@ -137,7 +126,7 @@ def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.nda
         for config in t.settings(pipeline):  # cheapest first: the first that holds ends this technique
             new = compress(pipeline, config, calibration=(X_cal, y_cal))
             v = Variant(f"{name}:{config_label(config)}", name, config.__dict__, new, t.interpretable,
-                        outputs_of(new, X_eval, n_classes))
+                        model_outputs(new, X_eval, n_classes))
             rec = compare(metric, y_eval, ref.outputs, v.outputs, groups_eval, kind, n_classes, cfg)
             variants.append(v)
             records.append(rec)

@@ -151,8 +151,6 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
     if target not in df.columns:
         raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
     for g in groups:
-        if g not in df.columns:
-            raise DataError(f"group column {g!r} not found; columns are {list(df.columns)}")
         if g == target:
             raise DataError(f"group column {g!r} is the target; pick another column")
     if task not in ("auto", "classification", "regression"):
@@ -179,11 +177,7 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
                             f"{min_rows} (one per fold): lower --folds or merge rare classes")
         class_list = [c.item() if hasattr(c, "item") else c for c in classes]
     else:
-        try:
-            y = pd.to_numeric(y_raw, errors="raise").astype("float64").to_numpy()
-        except (ValueError, TypeError):
-            raise DataError(f"target {target!r} is not numeric, so it cannot be a regression target; "
-                            "use --task classification") from None
+        y = numeric_target(y_raw, target, "so it cannot be a regression target; use --task classification")
         class_list = None
     if len(y) < min_rows:
         raise DataError(f"only {len(y)} row(s) with a target; need at least {min_rows} (one per fold): lower --folds")
@@ -210,15 +204,30 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
     schema = Schema(kind, numeric, categorical, target, class_list)
     X = prepare_frame(df, schema)
 
-    group_values: dict[str, np.ndarray] = {}
+    group_values = read_groups(df, groups)
+    return Task(X=X, y=y, schema=schema, groups=group_values, source=source, dropped_rows=dropped,
+                dropped_columns=dropped_cols)
+
+
+def read_groups(df: pd.DataFrame, groups) -> dict[str, np.ndarray]:
+    """Column -> group label per row (str; missing values form their own group), validated."""
+    out = {}
     for g in groups:
+        if g not in df.columns:
+            raise DataError(f"group column {g!r} not found; columns are {list(df.columns)}")
         col = df[g]
         values = np.where(col.isna().to_numpy(), "(missing)", col.astype(str).to_numpy()).astype(object)
         if len(set(values)) < 2:
             raise DataError(f"group column {g!r} has a single value ({values[0]!r}); a group check needs at least two")
-        group_values[g] = values
-    return Task(X=X, y=y, schema=schema, groups=group_values, source=source, dropped_rows=dropped,
-                dropped_columns=dropped_cols)
+        out[g] = values
+    return out
+
+
+def numeric_target(col: pd.Series, name: str, why: str) -> np.ndarray:
+    try:
+        return pd.to_numeric(col, errors="raise").astype("float64").to_numpy()
+    except (ValueError, TypeError):
+        raise DataError(f"target {name!r} is not numeric, {why}") from None
 
 
 def _identifier_like(col: pd.Series) -> bool:

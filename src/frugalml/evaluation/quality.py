@@ -29,11 +29,34 @@ class FoldScores:
 
 def group_masks(task: Task) -> dict[str, np.ndarray]:
     """"col=value" -> boolean row mask, for every group column the task names."""
+    return masks_of(task.groups)
+
+
+def masks_of(groups: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     masks = {}
-    for col, values in task.groups.items():
+    for col, values in groups.items():
         for v in sorted(set(values)):
             masks[f"{col}={v}"] = values == v
     return masks
+
+
+def model_outputs(pipe, X: pd.DataFrame, n_classes: int | None) -> dict[str, np.ndarray]:
+    """What a scorer may ask for: labels, and for classifiers probabilities (or decision values).
+
+    Probabilities always have one column per class, even when the model never saw some class.
+    """
+    out = {"predict": np.asarray(pipe.predict(X))}
+    if n_classes:
+        for method in ("predict_proba", "decision_function"):
+            if hasattr(pipe, method):
+                raw = np.asarray(getattr(pipe, method)(X))
+                if method == "predict_proba" and raw.shape[1] != n_classes:
+                    full = np.zeros((len(X), n_classes))
+                    full[:, np.asarray(pipe.classes_, dtype=int)] = raw
+                    raw = full
+                out[method] = raw
+                break
+    return out
 
 
 def _fit_fold(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y: np.ndarray,
@@ -47,19 +70,7 @@ def _fit_fold(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y: np.nda
             t0 = time.perf_counter()
             pipe.fit(X.iloc[train], y[train])
             fit_s = time.perf_counter() - t0
-            Xt = X.iloc[test]
-            out = {"predict": np.asarray(pipe.predict(Xt))}
-            if schema.task == "classification":
-                n_classes = len(schema.classes)
-                for method in ("predict_proba", "decision_function"):
-                    if hasattr(pipe, method):
-                        raw = np.asarray(getattr(pipe, method)(Xt))
-                        if method == "predict_proba" and raw.shape[1] != n_classes:  # a class absent in training
-                            full = np.zeros((len(test), n_classes))
-                            full[:, np.asarray(pipe.classes_, dtype=int)] = raw
-                            raw = full
-                        out[method] = raw
-                        break
+            out = model_outputs(pipe, X.iloc[test], len(schema.classes) if schema.classes else None)
     except Exception as exc:  # a candidate that fails is reported as failed, never crashes the run
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"}
     return {"fit_s": fit_s, "outputs": out}

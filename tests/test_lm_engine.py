@@ -7,24 +7,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from frugalml.runtime.generate import SamplingConfig, generate, sample  # noqa: E402
-from frugalml.runtime.llama import Llama, LlamaSpec  # noqa: E402
-
-
-def tiny_hf(seed=0, **over):
-    torch.manual_seed(seed)
-    cfg = dict(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4,
-               num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False)
-    cfg.update(over)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg)).eval()
-    for p in model.parameters():  # larger weights than the init: confident, well separated logits
-        p.data.normal_(0, 0.3)
-    return model
-
-
-def ours(hf):
-    m = Llama(LlamaSpec.from_hf_config(hf.config.to_dict()))
-    m.load_hf_state_dict(hf.state_dict())
-    return m.eval()
+from lm_models import ours, tiny_hf  # noqa: E402
 
 
 @pytest.mark.parametrize("over", [{}, {"tie_word_embeddings": True}, {"num_key_value_heads": 4},

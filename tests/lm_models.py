@@ -1,0 +1,23 @@
+"""Tiny random Llama models built in-process: a transformers reference and frugalml's engine on its weights."""
+
+import torch
+import transformers
+
+from frugalml.runtime.llama import Llama, LlamaSpec
+
+
+def tiny_hf(seed=0, **over):
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=256, hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4,
+               num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    cfg.update(over)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg)).eval()
+    for p in model.parameters():  # larger weights than the init: confident, well separated logits
+        p.data.normal_(0, 0.3)
+    return model
+
+
+def ours(hf):
+    m = Llama(LlamaSpec.from_hf_config(hf.config.to_dict()))
+    m.load_hf_state_dict(hf.state_dict())
+    return m.eval()

@@ -79,7 +79,7 @@ class Attention(nn.Module):
                 self.qkv_proj.bias.copy_(torch.cat([p.bias for p in parts]))
         del self.q_proj, self.k_proj, self.v_proj
 
-    def forward(self, x, cos, sin, mask, pos):
+    def forward(self, x, cos, sin, mask, pos, rows: slice, kv_len: int):
         s = self.s
         b, t, _ = x.shape  # (B, T, C)
         q_size, kv_size = s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim
@@ -90,11 +90,17 @@ class Attention(nn.Module):
         q = q.view(b, t, s.n_heads, s.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(b, t, s.n_kv_heads, s.head_dim).transpose(1, 2)  # (B, KVH, T, D)
         v = v.view(b, t, s.n_kv_heads, s.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin  # cos, sin: (T, D) broadcast over (B, H)
+        q = q * cos + rotate_half(q) * sin  # cos, sin: (T, D) or (B, 1, T, D), broadcast over heads
         k = k * cos + rotate_half(k) * sin
-        self.k_cache[:, :, pos] = k
-        self.v_cache[:, :, pos] = v
-        keys, values = self.k_cache, self.v_cache  # (B, KVH, L, D): positions past pos are masked out
+        k_cache, v_cache = self.k_cache[rows], self.v_cache[rows]  # views of this batch's cache rows
+        if pos.dim() == 1:  # every row at the same positions
+            k_cache[:, :, pos] = k
+            v_cache[:, :, pos] = v
+        else:  # each row at its own positions (continuous batching): pos (B, T)
+            row = torch.arange(b, device=pos.device)[:, None]
+            k_cache[row, :, pos] = k.transpose(1, 2)  # indexed (B, T, KVH, D)
+            v_cache[row, :, pos] = v.transpose(1, 2)
+        keys, values = k_cache[:, :, :kv_len], v_cache[:, :, :kv_len]  # (B, KVH, L, D); slots past pos masked
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=s.n_heads != s.n_kv_heads)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, s.n_heads * s.head_dim))
 
@@ -131,8 +137,8 @@ class Block(nn.Module):
         self.input_layernorm = RMSNorm(s.hidden_size, s.rms_eps)
         self.post_attention_layernorm = RMSNorm(s.hidden_size, s.rms_eps)
 
-    def forward(self, x, cos, sin, mask, pos):
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, pos)
+    def forward(self, x, cos, sin, mask, pos, rows, kv_len):
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, pos, rows, kv_len)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -183,12 +189,22 @@ class Llama(nn.Module):
         self.causal = torch.tril(torch.ones(max_len, max_len, dtype=torch.bool, device=device))
         self.max_len = max_len
 
-    def forward(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) at positions pos (T,) -> logits (B, T, V); the cache must hold pos."""
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor, first_row: int = 0,
+                kv_len: int | None = None) -> torch.Tensor:
+        """tokens (B, T) at positions pos -> logits (B, T, V); the cache must hold the positions.
+
+        pos is (T,) when every row is at the same positions, or (B, T) when each row has its own (a batch of
+        requests of different lengths). The batch uses cache rows first_row .. first_row + B - 1. Attention
+        reads cache slots below kv_len (default: the whole cache); it must exceed every position in pos.
+        """
         x = self.embed_tokens(tokens)  # (B, T, C)
-        cos, sin, mask = self.cos[pos], self.sin[pos], self.causal[pos]  # (T, D), (T, D), (T, L)
+        kv_len = kv_len or self.max_len
+        cos, sin, mask = self.cos[pos], self.sin[pos], self.causal[pos, :kv_len]  # (T, D), (T, D), (T, L)
+        if pos.dim() == 2:  # per-row positions: (B, T, D) -> (B, 1, T, D), mask (B, 1, T, L)
+            cos, sin, mask = cos[:, None], sin[:, None], mask[:, None]
+        rows = slice(first_row, first_row + tokens.shape[0])
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, pos)
+            x = layer(x, cos, sin, mask, pos, rows, kv_len)
         return self.lm_head(self.norm(x))
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalml-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench bench-lm clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,18 @@ test-fast: install
 bench: install
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python benchmarks/bench_select.py
+
+# The LM benchmark's peer, llama.cpp through llama-cpp-python, compiles from source (several minutes), so it is
+# installed here only, never for tests. A native build crashes on CPUs that advertise AMX the VM does not enable:
+# build for AVX-512 without AMX. If the build fails, bench_lm.py runs without the peer and says so.
+LLAMA_CPP_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+	-DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+
+bench-lm: install
+	$(BIN)/python -m pip install -q diskcache jinja2
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(BIN)/python -m pip install -q --no-deps llama-cpp-python==0.3.36 || \
+		echo "llama-cpp-python did not build: the benchmark runs without llama.cpp"
+	$(BIN)/python benchmarks/bench_lm.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -21,3 +21,18 @@ def ours(hf):
     m = Llama(LlamaSpec.from_hf_config(hf.config.to_dict()))
     m.load_hf_state_dict(hf.state_dict())
     return m.eval()
+
+
+def tiny_folder(path, seed=6):
+    """A tiny random Llama saved as a local Hugging Face folder, with a word-level tokenizer made here
+    (words w0..w254); -> (folder, transformers model, tokenizer)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"w{i}": i for i in range(255)} | {"<unk>": 255}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+    hf = tiny_hf(seed=seed)
+    hf.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path, hf, fast

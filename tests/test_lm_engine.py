@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from frugalml.runtime.generate import SamplingConfig, generate, sample  # noqa: E402
-from lm_models import ours, tiny_hf  # noqa: E402
+from lm_models import ours, tiny_folder, tiny_hf  # noqa: E402
 
 
 @pytest.mark.parametrize("over", [{}, {"tie_word_embeddings": True}, {"num_key_value_heads": 4},
@@ -78,17 +78,7 @@ def test_bad_generation_settings():
 
 @pytest.fixture
 def hf_folder(tmp_path):
-    """A tiny random Llama saved as a local Hugging Face folder, with a word-level tokenizer made here."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {f"w{i}": i for i in range(255)} | {"<unk>": 255}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
-    hf = tiny_hf(seed=6)
-    hf.save_pretrained(tmp_path / "m")
-    fast.save_pretrained(tmp_path / "m")
-    return tmp_path / "m", hf, fast
+    return tiny_folder(tmp_path / "m")
 
 
 def test_generate_cli_streams_the_same_tokens_as_hf(hf_folder, capsys):
@@ -204,15 +194,23 @@ def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_passes():
     assert 0 <= stats["acceptance_rate"] <= 1
 
 
-def test_generate_cli_prompt_lookup_and_int8(hf_folder, capsys):
+def test_generate_cli_speculation_and_weight_formats(hf_folder, capsys):
+    """Speculation changes no greedy token; weight formats run; bad settings exit 2."""
     from frugalml.cli import main
 
     folder, _, _ = hf_folder
     prompt = "w1 w2 w3 w4 w5 w6 w1 w2 w3"
     assert main(["generate", str(folder), prompt, "--max-new-tokens", "16"]) == 0
     plain = capsys.readouterr().out
-    assert main(["generate", str(folder), prompt, "--max-new-tokens", "16", "--prompt-lookup", "2"]) == 0
-    out, err = capsys.readouterr()
-    assert out == plain and "prompt lookup acceptance" in err
-    assert main(["generate", str(folder), prompt, "--max-new-tokens", "4", "--quantize", "int8"]) == 0
-    assert main(["generate", str(folder), prompt, "--quantize", "int4"]) == 2
+    for extra in (["--prompt-lookup", "2"], ["--draft", "self:int8:2"]):
+        assert main(["generate", str(folder), prompt, "--max-new-tokens", "16", *extra]) == 0
+        out, err = capsys.readouterr()
+        assert out == plain and "speculative acceptance" in err
+    for extra in (["--quantize", "int8"], ["--quantize", "int4"], ["--dtype", "bfloat16"]):
+        assert main(["generate", str(folder), prompt, "--max-new-tokens", "4", *extra]) == 0
+    capsys.readouterr()
+    for extra in (["--quantize", "int3"], ["--dtype", "float8"], ["--draft", "self:int2"],
+                  ["--draft", "self:int8", "--prompt-lookup", "2"]):
+        assert main(["generate", str(folder), prompt, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and len(err.strip().splitlines()) == 1

@@ -144,14 +144,30 @@ def compress(
          cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite)
 
 
+_MODEL_HELP = "builtin:smollm2 (embedded), a .gguf file, or a local Hugging Face folder of a Llama-family model."
+
+
+def _engine_config(quantize, dtype, compile_, draft, draft_tokens, prompt_lookup):
+    from .runtime.engine import EngineConfig
+
+    cfg = EngineConfig(quantize=quantize, dtype=dtype, compile=compile_, draft=draft, draft_tokens=draft_tokens,
+                       prompt_lookup=prompt_lookup)
+    cfg.check()
+    return cfg
+
+
 @app.command()
 def generate(
-    model: str = typer.Argument(..., help="builtin:smollm2 (embedded), a .gguf file, or a local Hugging Face "
-                                            "folder of a Llama-family model."),
+    model: str = typer.Argument(..., help=_MODEL_HELP),
     prompt: str = typer.Argument(..., help="The prompt text."),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the model's chat template."),
-    quantize: Optional[str] = typer.Option(None, help="int8: weight-only int8 linear layers (per channel)."),
-    prompt_lookup: int = typer.Option(0, help="Speculate with prompt lookup, matching n-grams up to N (greedy only)."),
+    quantize: Optional[str] = typer.Option(None, help="int8 (per channel) or int4 (groups of 32): weight-only."),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16 (weights, activations, KV cache)."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the decode step (compile time reported)."),
+    draft: Optional[str] = typer.Option(None, help="Speculate with a draft model sharing the tokenizer (a model as "
+                                                   "above), or self:int8 / self:int4 [:LAYERS], the model's own copy."),
+    draft_tokens: int = typer.Option(4, help="Most tokens the draft guesses per pass (adapted to its acceptance)."),
+    prompt_lookup: int = typer.Option(0, help="Speculate with prompt lookup, matching n-grams up to N."),
     max_new_tokens: int = typer.Option(128, help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy; above 0 samples."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling: keep the smallest set of tokens reaching this mass."),
@@ -160,56 +176,79 @@ def generate(
 ):
     """Generate text with frugalml's decode engine (static KV cache); text to stdout, statistics to stderr."""
     from .errors import DataError
-    from .runtime.generate import SamplingConfig, generate as run_generate
-    from .runtime.loading import load_causal_lm
+    from .runtime.engine import Engine
+    from .runtime.generate import SamplingConfig
 
-    cfg = SamplingConfig(temperature, top_p, seed)
-    cfg.check()
+    sampling = SamplingConfig(temperature, top_p, seed)
+    sampling.check()
     if not prompt.strip():
         raise DataError("the prompt is empty; give some text")
-    from .errors import ConfigError
-
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"--quantize {quantize!r} is not supported; use int8")
-    if prompt_lookup < 0 or (prompt_lookup and temperature > 0):
-        raise ConfigError("--prompt-lookup takes a positive n-gram length and works with greedy decoding "
-                          "(--temperature 0) in this version")
-    lm, tokenizer = load_causal_lm(model)
-    if quantize == "int8":
-        from .runtime.quantize import quantize_int8
-
-        quantize_int8(lm)
-    if not raw and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                            tokenize=True)
-        ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-    else:
-        ids = tokenizer.encode(prompt)
+    engine = Engine.load(model, _engine_config(quantize, dtype, compile_, draft, draft_tokens, prompt_lookup))
+    ids = engine.encode(prompt, chat=not raw)
     out_ids: list[int] = []
     shown = ""
 
     def stream(token: int) -> None:  # decode the whole continuation, print what is new (multi-byte safe)
         nonlocal shown
         out_ids.append(token)
-        text = tokenizer.decode(out_ids, skip_special_tokens=True)
+        text = engine.tokenizer.decode(out_ids, skip_special_tokens=True)
         if text.startswith(shown):
             sys.stdout.write(text[len(shown):])
             sys.stdout.flush()
             shown = text
 
-    extra = ""
-    if prompt_lookup:
-        from .runtime.prompt_lookup import generate_prompt_lookup
-
-        result, stats = generate_prompt_lookup(lm, ids, max_new_tokens, max_ngram=prompt_lookup,
-                                               eos_id=tokenizer.eos_token_id, on_token=stream)
-        if stats:
-            extra = f"; prompt lookup acceptance {stats['acceptance_rate']:.2f} in {stats['forward_passes']} passes"
-    else:
-        result = run_generate(lm, ids, max_new_tokens, cfg, eos_id=tokenizer.eos_token_id, on_token=stream)
+    result, stats = engine.generate(ids, max_new_tokens, sampling, on_token=stream)
     sys.stdout.write("\n")
+    extra = ""
+    if "acceptance_rate" in stats:
+        extra = f"; speculative acceptance {stats['acceptance_rate']:.2f}"
+    if engine.compile_s is not None:
+        extra += f"; compiled in {engine.compile_s:.1f} s"
     typer.echo(f"prompt {len(ids)} tokens, time to first token {1000 * result.prefill_s:.1f} ms; "
                f"{len(result.tokens)} tokens, decode {result.decode_tokens_per_s:.1f} tokens/s{extra}", err=True)
+
+
+@app.command("bench-lm")
+def bench_lm(
+    model: str = typer.Argument(..., help=_MODEL_HELP),
+    quantize: Optional[str] = typer.Option(None, help="int8 (per channel) or int4 (groups of 32): weight-only."),
+    dtype: str = typer.Option("float32", help="float32 or bfloat16."),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the decode step."),
+    draft: Optional[str] = typer.Option(None, help="A draft model sharing the tokenizer, or self:int8 / self:int4 "
+                                                   "[:LAYERS]."),
+    draft_tokens: int = typer.Option(4, help="Most tokens the draft guesses per pass."),
+    prompt_lookup: int = typer.Option(0, help="Speculate with prompt lookup, matching n-grams up to N."),
+    batch: int = typer.Option(16, help="Requests running at once in the batched measurement (1 skips it)."),
+    baseline: Optional[str] = typer.Option(None, help="hf: also time transformers' generate on the same weights."),
+    new_tokens: int = typer.Option(64, help="Most new tokens per prompt (answers stop at end-of-sequence)."),
+    threads: int = typer.Option(2, help="Threads for every measurement."),
+    prompts_per_slice: int = typer.Option(2, help="Built-in prompts per task slice timed for speed."),
+    prompt: Optional[List[str]] = typer.Option(None, "--prompt", help="Your own prompt, timed and checked as the "
+                                                                      "slice 'user'; repeatable."),
+    no_quality: bool = typer.Option(False, "--no-quality", help="Skip the quality comparison."),
+    show_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Speed of one engine configuration (TTFT, TPOT, tokens/s, batch, memory, roofline) next to its quality."""
+    from .runtime.lm_bench import BenchConfig, bench_lm as run_bench
+
+    cfg = BenchConfig(new_tokens=new_tokens, batch=batch, threads=threads, prompts_per_slice=prompts_per_slice,
+                      baseline=baseline, quality=not no_quality, user_prompts=tuple(p for p in prompt or () if p.strip()))
+    cfg.check()
+    engine_cfg = _engine_config(quantize, dtype, compile_, draft, draft_tokens, prompt_lookup)
+    console = _console(quiet=show_json)
+    progress = (lambda msg: console.print(f"[dim]{msg}[/dim]")) if console.is_terminal else (lambda msg: None)
+    result = run_bench(model, engine_cfg, cfg, progress=progress)
+    if show_json:
+        import json
+
+        typer.echo(json.dumps(result, default=float))
+    else:
+        from .report.terminal import print_lm_bench
+
+        from rich.console import Console
+
+        print_lm_bench(result, Console())
 
 
 @app.command()

@@ -40,3 +40,65 @@ def _verdict(c: dict, recommended: str) -> str:
     if why.startswith(("not on par overall", "quality drops")):
         return "not on par"
     return "on par, costlier" if why.startswith("on par") else why[:40]
+
+
+def print_lm_bench(r: dict, console=None) -> None:
+    """frugal bench-lm: speed, then quality per slice."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 120)
+
+    def f(x, spec=".1f"):
+        return "-" if x is None or x != x else format(x, spec)
+
+    t = Table(title=f"frugal bench-lm {r['model']} ({r['label']}), {r['threads']} threads")
+    for col in ("measure", "value", "note"):
+        t.add_column(col, justify="right" if col == "value" else "left")
+    t.add_row("decode tokens/s (batch 1)", f(r["decode_tokens_per_s"]),
+              f"{f(r['roofline_fraction'], '.0%')} of the roofline ({f(r['roofline_tokens_per_s'])} tokens/s: "
+              f"{r['weight_bytes_per_token'] / 1e6:.3g} MB per token at {f(r['bandwidth_gb_s'])} GB/s)")
+    t.add_row("prefill tokens/s", f(r["prefill_tokens_per_s"]), f"{r['prompt_tokens']} prompt tokens, {r['prompts']} prompts")
+    t.add_row("time to first token ms (p50)", f(r["ttft_ms"]), "")
+    t.add_row("time per output token ms p50 / p99", f"{f(r['tpot_ms_p50'])} / {f(r['tpot_ms_p99'])}", "")
+    t.add_row("end-to-end tokens/s", f(r["end_to_end_tokens_per_s"]), f"{r['generated_tokens']} tokens generated")
+    if "acceptance_rate" in r:
+        t.add_row("speculative acceptance", f(r["acceptance_rate"], ".2f"), "guessed tokens the model kept")
+    if "batched" in r:
+        b = r["batched"]
+        t.add_row(f"total tokens/s, {b['batch']} concurrent", f(b["total_tokens_per_s"]),
+                  f"{b['ratio_to_batch1']:.1f}x batch 1; {b['requests']} requests, continuous batching")
+    if "baseline" in r:
+        b = r["baseline"]
+        t.add_row(b["name"] + " tokens/s", f(b["end_to_end_tokens_per_s"]),
+                  f"frugalml {b['ratio']:.2f}x; identical greedy tokens: {b['identical_greedy_tokens']}")
+    t.add_row("peak memory MB", f(r["peak_memory_mb"], ".0f"), "resident, while generating")
+    if r.get("compile_s") is not None:
+        t.add_row("compile s", f(r["compile_s"]), "once, before the first request")
+    console.print(t)
+    q = r.get("quality")
+    if not q:
+        return
+    if "slices" not in q:
+        console.print(f"perplexity {q['perplexity_reference']:.2f} on {q['perplexity_text_tokens']} held-out tokens "
+                      f"({q['perplexity_text_source']}); nothing optimised to compare")
+        return
+    t = Table(title="quality against the unoptimised model (float32, plain decoding)")
+    cols = ["slice", "prompts", "positions", "top-1 agreement", "KL mean", "KL max"]
+    with_acc = "acceptance_rate_mean" in q["overall"]
+    if with_acc:
+        cols.append("acceptance")
+    for col in cols:
+        t.add_column(col, justify="left" if col == "slice" else "right")
+    for name, s in [*q["slices"].items(), ("overall", q["overall"])]:
+        row = [name, str(s["prompts"]), str(s["positions"]), f(s["top1_agreement_fraction"], ".3f"),
+               f(s["kl_mean_nats"], ".4f"), f(s["kl_max_nats"], ".3f")]
+        if with_acc:
+            row.append(f(s["acceptance_rate_mean"], ".2f"))
+        t.add_row(*row, style="bold" if name == "overall" else "")
+    console.print(t)
+    console.print(f"perplexity {q['perplexity_candidate']:.2f} vs {q['perplexity_reference']:.2f} unoptimised "
+                  f"(x{q['perplexity_ratio']:.3f}) on {q['perplexity_text_tokens']} held-out tokens "
+                  f"({q['perplexity_text_source']})")

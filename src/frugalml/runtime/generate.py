@@ -39,18 +39,27 @@ class Generation:
         return len(self.decode_s) / sum(self.decode_s) if self.decode_s else float("nan")
 
 
+def probabilities(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
+    """logits (..., V) -> the sampling distribution (..., V) in float32: temperature, then top-p.
+
+    Temperature 0 gives the one-hot distribution of the argmax (greedy as a distribution)."""
+    if cfg.temperature == 0:
+        return torch.zeros_like(logits, dtype=torch.float32).scatter(-1, logits.argmax(-1, keepdim=True), 1.0)
+    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
+    if cfg.top_p < 1:
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < cfg.top_p  # the smallest set reaching top_p
+        sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
 def sample(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> int:
     """logits (V,) -> the next token."""
     if cfg.temperature == 0:
         return int(torch.argmax(logits))
-    probs = torch.softmax(logits.float() / cfg.temperature, dim=-1)
-    if cfg.top_p < 1:
-        sorted_p, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < cfg.top_p  # the smallest set reaching top_p
-        sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
-        probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
-        probs = probs / probs.sum()
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return int(torch.multinomial(probabilities(logits, cfg), 1, generator=generator))
 
 
 @torch.inference_mode()

@@ -62,3 +62,19 @@ def load_causal_lm(folder: str | Path, dtype: str = "float32"):
     except (OSError, ValueError) as exc:
         raise ModelError(f"{folder}: no usable tokenizer ({str(exc).splitlines()[0][:120]})") from None
     return model, tokenizer
+
+
+def load_hf_reference(source: str | Path):
+    """The same weights in transformers' own LlamaForCausalLM (float32), as a reference to compare with."""
+    torch = need("torch", "the language-model engine", "torch")
+    transformers = need("transformers", "the transformers baseline", "lm")
+    if str(source) == "builtin:smollm2" or str(source).lower().endswith(".gguf"):
+        from .gguf_loading import builtin_smollm2, read_gguf
+
+        config, state = read_gguf(builtin_smollm2() if str(source) == "builtin:smollm2" else Path(source))
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config))
+        model.load_state_dict(state, strict=False)
+        model.tie_weights()
+        return model.eval()
+    return transformers.AutoModelForCausalLM.from_pretrained(str(source), local_files_only=True,
+                                                             dtype=torch.float32).eval()

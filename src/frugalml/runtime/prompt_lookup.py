@@ -1,12 +1,19 @@
-"""Prompt-lookup speculative decoding (greedy): guess the next tokens by finding the latest n-gram of the
-sequence earlier in it, and check the whole guess in one forward pass.
+"""Prompt-lookup speculative decoding: guess the next tokens by finding the latest n-gram of the sequence
+earlier in it, and check the whole guess in one forward pass.
 
 No draft model: for input-grounded tasks (repeating, quoting, editing, summarising a given text) the
 continuation often copies the context. The model scores the current token and the K guessed ones
 together; the longest prefix of the guess that matches the model's own greedy choices is accepted, plus
 the model's token after it. The output is exactly the plain greedy output; only the number of forward
-passes changes. Rejected positions in the static KV cache are simply overwritten later: attention only
-reads positions up to the one being decoded.
+passes changes.
+
+When sampling, the guess is a deterministic draft (its q is one-hot), so the rejection sampling of
+speculative.py becomes: keep guessed token x with probability p(x); at the first rejection draw from p with
+x's mass removed, renormalised; after a fully kept guess draw a bonus token from p. Each token then follows
+the model's distribution exactly.
+
+Rejected positions in the static KV cache are simply overwritten later: attention only reads positions up
+to the one being decoded.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ import time
 
 import torch
 
-from .generate import Generation, SamplingConfig, generate
+from .generate import Generation, SamplingConfig, generate, probabilities, sample
+from .speculative import accept_draft, accept_greedy
 
 
 def propose(seq: list[int], max_ngram: int, k: int) -> list[int]:
@@ -31,17 +39,20 @@ def propose(seq: list[int], max_ngram: int, k: int) -> list[int]:
 
 
 @torch.inference_mode()
-def generate_prompt_lookup(model, prompt: list[int], max_new_tokens: int, *, max_ngram: int = 3, k: int = 10,
-                           eos_id: int | None = None, on_token=None) -> tuple[Generation, dict]:
-    """Greedy generation with prompt lookup; -> (generation, stats with forward passes and acceptance)."""
+def generate_prompt_lookup(model, prompt: list[int], max_new_tokens: int, cfg: SamplingConfig = SamplingConfig(), *,
+                           max_ngram: int = 3, k: int = 10, eos_id: int | None = None,
+                           on_token=None) -> tuple[Generation, dict]:
+    """Generation with prompt lookup; -> (generation, stats with forward passes and acceptance)."""
     if max_new_tokens < 2 or not prompt:
-        return generate(model, prompt, max_new_tokens, SamplingConfig(), eos_id, on_token), {}
+        return generate(model, prompt, max_new_tokens, cfg, eos_id, on_token), {}
     if len(prompt) + max_new_tokens > model.spec.max_positions:  # let the plain loop raise its clear error
-        return generate(model, prompt, max_new_tokens, SamplingConfig(), eos_id, on_token), {}
+        return generate(model, prompt, max_new_tokens, cfg, eos_id, on_token), {}
+    cfg.check()
+    generator = None if cfg.temperature == 0 else torch.Generator().manual_seed(cfg.seed or 0)
     # room for the last guess to overrun the end; never past the model's context
     model.setup_cache(1, min(len(prompt) + max_new_tokens + k + 1, model.spec.max_positions))
     t0 = time.perf_counter()
-    first = int(model(torch.tensor([prompt]), torch.arange(len(prompt)))[0, -1].argmax())
+    first = sample(model(torch.tensor([prompt]), torch.arange(len(prompt)))[0, -1], cfg, generator)
     out = Generation([first], time.perf_counter() - t0)
     if on_token:
         on_token(first)
@@ -54,11 +65,13 @@ def generate_prompt_lookup(model, prompt: list[int], max_new_tokens: int, *, max
         pos = len(seq) - 1  # the last token is not in the cache yet
         block = torch.tensor([[seq[-1]] + guess])
         logits = model(block, torch.arange(pos, pos + len(guess) + 1))[0]  # (1 + K, V)
-        choice = logits.argmax(-1).tolist()
-        n_ok = 0
-        while n_ok < len(guess) and guess[n_ok] == choice[n_ok]:
-            n_ok += 1
-        new = choice[: n_ok + 1]  # the accepted guesses, then the model's own next token
+        if cfg.temperature == 0:
+            n_ok, nxt = accept_greedy(logits, guess)
+        else:
+            q = torch.zeros(len(guess), logits.shape[-1])  # (K, V): the guess as a one-hot draft
+            q[torch.arange(len(guess)), guess] = 1.0
+            n_ok, nxt = accept_draft(probabilities(logits, cfg), q, guess, generator)
+        new = guess[:n_ok] + [nxt]  # the accepted guesses, then the model's own next token
         if eos_id in new:
             new = new[: new.index(eos_id) + 1]
         new = new[: max_new_tokens - len(out.tokens)]

@@ -51,11 +51,19 @@ def quantize_int8(model: nn.Module) -> nn.Module:
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """Bytes of weights read per decoded token (embeddings excluded: one row is read, not the table)."""
+    """Bytes of weights read per decoded token (embeddings excluded: one row is read, not the table).
+
+    int8: one byte a weight + a float32 scale per output channel. int4: half a byte a weight + a bf16 scale
+    and zero per group (the packed codes the decode kernel reads; a second copy kept for prefill is not read).
+    """
+    from .int4 import Int4WeightOnlyLinear  # int4 builds on this module
+
     total = 0
     for m in model.modules():
         if isinstance(m, Int8WeightOnlyLinear):
             total += m.weight.numel() + m.scale.numel() * 4
+        elif isinstance(m, Int4WeightOnlyLinear):
+            total += m.out_features * m.in_features // 2 + m.scales_and_zeros.numel() * 2
         elif isinstance(m, nn.Linear):
             total += m.weight.numel() * m.weight.element_size()
     return total

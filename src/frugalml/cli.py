@@ -65,6 +65,8 @@ def select(
     data: str = typer.Argument(..., help="CSV or Parquet file, or builtin:NAME (see frugal list)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Column to predict (builtin datasets have a default)."),
     group: Optional[List[str]] = typer.Option(None, "--group", "-g", help="Column whose values are user groups; repeatable."),
+    text: Optional[List[str]] = typer.Option(None, "--text", help="Free-text column, read by the text candidates "
+                                             "(TF-IDF, MiniLM); repeatable. Builtin text datasets have a default."),
     task: str = typer.Option("auto", help="auto, classification or regression."),
     metric: Optional[str] = typer.Option(None, help="A scikit-learn scorer name (accuracy, f1_macro, roc_auc, r2, ...) or rmse/mae/log_loss."),
     tolerance: float = typer.Option(0.01, help="Largest quality loss, in metric units, that still counts as on par."),
@@ -106,9 +108,9 @@ def select(
     from .workflow import select as run_select
 
     _run(run_select, (data,), _console(quiet), quiet, json_out, out=out, target=target, groups=group or None,
-         task=task, metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
-         cost_priority=cost_priority, folds=folds, repeats=repeats, seed=seed, candidates=candidates,
-         overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost)
+         text=text or None, task=task, metric=metric, tolerance=tolerance, alpha=alpha,
+         min_group_size=min_group_size, cost_priority=cost_priority, folds=folds, repeats=repeats, seed=seed,
+         candidates=candidates, overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost)
 
 
 @app.command()

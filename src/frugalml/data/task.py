@@ -26,18 +26,20 @@ class Schema:
     categorical: list[str]
     target: str
     classes: list | None = None  # original label values, index = encoded class
+    text: list[str] = field(default_factory=list)  # free-text columns, kept as strings for text candidates
 
     @property
     def columns(self) -> list[str]:
-        return self.numeric + self.categorical
+        return self.numeric + self.categorical + self.text
 
     def to_json(self) -> dict:
         return {"task": self.task, "numeric": self.numeric, "categorical": self.categorical,
-                "target": self.target, "classes": self.classes}
+                "target": self.target, "classes": self.classes, "text": self.text}
 
     @classmethod
     def from_json(cls, d: dict) -> "Schema":
-        return cls(d["task"], list(d["numeric"]), list(d["categorical"]), d["target"], d.get("classes"))
+        return cls(d["task"], list(d["numeric"]), list(d["categorical"]), d["target"], d.get("classes"),
+                   list(d.get("text") or []))
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Task:
 
 
 def prepare_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """Put a frame's feature columns into canonical dtypes: float64 numbers, str categories.
+    """Put a frame's feature columns into canonical dtypes: float64 numbers, str categories, str texts.
 
     Extra columns are ignored; a missing one is an error. Used for training and for prediction, so
     both see identical inputs.
@@ -80,6 +82,9 @@ def prepare_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         mask = pd.isna(col).to_numpy()
         values = np.where(mask, MISSING, values).astype(str).astype(object)
         out[c] = values
+    for c in schema.text:  # a missing text is an empty one
+        col = df[c]
+        out[c] = np.where(pd.isna(col).to_numpy(), "", col.astype(object).to_numpy()).astype(str).astype(object)
     return pd.DataFrame(out, index=df.index, columns=schema.columns)
 
 
@@ -131,10 +136,13 @@ def infer_task(y: pd.Series) -> str:
 
 
 def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str, ...] | None = None,
-              task: str = "auto", features: list[str] | None = None, min_rows: int = 2) -> Task:
+              task: str = "auto", features: list[str] | None = None, min_rows: int = 2,
+              text: list[str] | tuple[str, ...] | None = None) -> Task:
     """Load DATA into a validated Task.
 
     ``groups`` name columns whose values define user groups (checked separately); they stay features.
+    ``text`` names free-text columns: kept as strings (never one-hot encoded nor dropped as identifiers)
+    for the text candidates; a builtin dataset has its own default.
     ``min_rows`` is the smallest usable row count (select passes its number of folds).
     """
     df, source, builtin = read_table(data)
@@ -148,11 +156,21 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
         target = builtin.target
     if groups is None:
         groups = list(builtin.groups) if builtin is not None else []
+    if text is None:
+        text = list(builtin.text) if builtin is not None else []
+    text = list(dict.fromkeys(text))  # a column named twice is one text column
     if target not in df.columns:
         raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
     for g in groups:
         if g == target:
             raise DataError(f"group column {g!r} is the target; pick another column")
+    for c in text:
+        if c not in df.columns:
+            raise DataError(f"text column {c!r} not found; columns are {list(df.columns)}")
+        if c == target:
+            raise DataError(f"text column {c!r} is the target; pick another column")
+        if c in groups:
+            raise DataError(f"column {c!r} is both a group and a text column; a group needs few distinct values")
     if task not in ("auto", "classification", "regression"):
         raise DataError(f"--task must be auto, classification or regression, not {task!r}")
 
@@ -186,22 +204,28 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
     for c in cols:
         if c not in df.columns:
             raise DataError(f"feature column {c!r} not found; columns are {list(df.columns)}")
-    if not cols:
+    if not cols and not text:
         raise DataError("no feature columns left besides the target")
+    for c in text:
+        if not df[c].dropna().astype(str).str.strip().ne("").any():
+            raise DataError(f"text column {c!r} is empty (no row has any text); pick the column that holds the text")
     numeric, categorical, dropped_cols = [], [], {}
     for c in cols:
+        if c in text:
+            continue
         if df[c].isna().all():
             dropped_cols[c] = "empty"
             continue
         is_num = pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])
         if not is_num and c not in groups and _identifier_like(df[c]):
             # one-hot encoding an identifier would make one column per row and learn nothing
-            dropped_cols[c] = f"identifier-like: {df[c].nunique()} distinct values in {len(df)} rows"
+            dropped_cols[c] = f"identifier-like: {df[c].nunique()} distinct values in {len(df)} rows" + (
+                f"; if it is free text, pass --text {c}" if _looks_like_text(df[c]) else "")
             continue
         (numeric if is_num else categorical).append(c)
-    if not numeric and not categorical:
+    if not numeric and not categorical and not text:
         raise DataError(f"no usable feature column (left out: {dropped_cols})")
-    schema = Schema(kind, numeric, categorical, target, class_list)
+    schema = Schema(kind, numeric, categorical, target, class_list, text)
     X = prepare_frame(df, schema)
 
     group_values = read_groups(df, groups)
@@ -228,6 +252,12 @@ def numeric_target(col: pd.Series, name: str, why: str) -> np.ndarray:
         return pd.to_numeric(col, errors="raise").astype("float64").to_numpy()
     except (ValueError, TypeError):
         raise DataError(f"target {name!r} is not numeric, {why}") from None
+
+
+def _looks_like_text(col: pd.Series) -> bool:
+    """Words rather than codes: most values hold a space."""
+    values = col.dropna().astype(str)
+    return len(values) > 0 and values.str.contains(" ").mean() > 0.5
 
 
 def _identifier_like(col: pd.Series) -> bool:

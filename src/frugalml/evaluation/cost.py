@@ -45,6 +45,8 @@ def count_params(obj, _seen=None) -> int:
     if id(obj) in _seen:
         return 0
     _seen.add(id(obj))
+    if hasattr(obj, "frugal_param_count"):  # models whose numbers live outside numpy arrays (MiniLM: safetensors)
+        return int(obj.frugal_param_count())
     if hasattr(obj, "steps"):
         return sum(count_params(s, _seen) for _, s in obj.steps if s not in (None, "passthrough"))
     if hasattr(obj, "transformers_"):

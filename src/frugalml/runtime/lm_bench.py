@@ -24,7 +24,9 @@ import torch
 from ..errors import ConfigError
 from .batching import BatchEngine, Request
 from .engine import Engine, EngineConfig
+from ..evaluation.memory import reset_peak, rss_mb
 from .prompts import PROMPTS
+from .quantize import weight_bytes
 
 
 @dataclass(frozen=True)
@@ -63,31 +65,6 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
-
-
-def _peak_reset() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # the peak resident set (VmHWM) starts again from the current one
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mb() -> float:
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM"):
-                return float(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def _bytes_per_token(model) -> int:
-    from .quantize import weight_bytes
-
-    return weight_bytes(model)
 
 
 def speed_prompts(cfg: BenchConfig) -> dict[str, list[str]]:
@@ -178,12 +155,12 @@ def bench_lm(source: str, engine_cfg: EngineConfig = EngineConfig(), cfg: BenchC
     slices = speed_prompts(cfg)
     engine.generate(engine.encode(slices["qa"][0]), 4)  # warm-up
     progress("timing batch-1 generation")
-    has_peak = _peak_reset()
+    has_peak = reset_peak()
     speed = measure_speed(engine, slices, cfg)
-    peak = _peak_mb() if has_peak else float("nan")
+    peak = rss_mb()[1] if has_peak else float("nan")
     bandwidth = memory_bandwidth_gb_s(cfg.threads)
     torch.set_num_threads(cfg.threads)
-    weights = _bytes_per_token(engine.model)
+    weights = weight_bytes(engine.model)
     result = {
         "model": source, "engine": engine_cfg.to_json(), "label": engine_cfg.label, "threads": cfg.threads,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or ''}".strip(", "),

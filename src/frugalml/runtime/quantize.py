@@ -20,7 +20,7 @@ KERNEL_MAX_ROWS = 4  # the packed kernel is fast for decode, not for prefill
 class Int8WeightOnlyLinear(nn.Module):
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        w = linear.weight.detach().float()  # (out, in)
+        w = linear.weight.detach().float().contiguous()  # (out, in)
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (out,)
         self.register_buffer("weight", torch.round(w / scale[:, None]).clamp(-128, 127).to(torch.int8))
         self.register_buffer("scale", scale)

@@ -34,21 +34,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .generate import Generation, SamplingConfig, probabilities, sample
-from .quantize import quantize_int8
-
-
-def bytes_read_per_token(model) -> int:
-    """Bytes of weights a decode step reads, whatever their format: every parameter and buffer but the
-    embedding table (one row of it is read). A tied output layer counts once, as the head."""
-    seen, total = set(), 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.Embedding):
-            continue
-        for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
-            if id(t) not in seen:
-                seen.add(id(t))
-                total += t.numel() * t.element_size()
-    return total
+from .quantize import quantize_int8, weight_bytes
 
 
 def check_request(model, prompt: list[int], max_new_tokens: int, cfg: SamplingConfig) -> None:
@@ -167,7 +153,7 @@ def generate_speculative(target, draft, prompt: list[int], max_new_tokens: int,
     total = len(prompt) + max_new_tokens
     check_draft(target, draft, total)
     if draft_cost is None:
-        draft_cost = bytes_read_per_token(draft) / bytes_read_per_token(target)
+        draft_cost = weight_bytes(draft) / max(weight_bytes(target), 1)
     greedy = cfg.temperature == 0
     generator = None if greedy else torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else 0)
     device = target.embed_tokens.weight.device

@@ -1,0 +1,117 @@
+"""What the MiniLM techniques share: find a pipeline's MiniLM networks, and build the variant in which every
+one of them runs on another runtime.
+
+Two kinds of pipeline hold one. minilm_linear: ``Pipeline([("prep", ColumnTransformer([... ("text0",
+MiniLMEncoder, k) ...])), ("model", head)])``, the frozen encoder as featurizer of each text column;
+minilm_finetune: ``Pipeline([("prep", ...TextColumn...), ("model", MiniLMClassifier)])``, the fine-tuned
+network as the model. A variant is a copy of the pipeline whose MiniLM estimators are copies with other
+runtime settings (and, for the ONNX techniques, the graph as bytes); everything else is shared and the
+input pipeline is never modified. The fp32 ONNX graph every ONNX technique starts from is
+``export_encoder_onnx`` (frozen encoder) or ``MiniLMClassifier.export_onnx`` (fine-tuned network).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+
+import numpy as np
+
+_CACHES = ("_session", "_net", "_net_int8")  # live objects a copy must not share (rebuilt on first use)
+
+
+def encoders(pipeline) -> list[tuple[int, object, object]]:
+    """(position in the ColumnTransformer, MiniLMEncoder, its column) for every MiniLM text featurizer."""
+    from ..candidates.text import MiniLMEncoder
+
+    prep = pipeline.steps[0][1] if hasattr(pipeline, "steps") and len(pipeline.steps) > 1 else None
+    return [(k, part, cols) for k, (_, part, cols) in enumerate(getattr(prep, "transformers_", []))
+            if isinstance(part, MiniLMEncoder)]
+
+
+def classifier(pipeline):
+    """The fine-tuned MiniLMClassifier that is the pipeline's model, or None."""
+    from ..candidates.text import MiniLMClassifier
+    from . import final_estimator
+
+    model = final_estimator(pipeline)
+    return model if isinstance(model, MiniLMClassifier) else None
+
+
+def _models(pipeline) -> list:
+    return [enc for _, enc, _ in encoders(pipeline)] + [m for m in [classifier(pipeline)] if m is not None]
+
+
+def applies(pipeline) -> bool:
+    """The pipeline runs MiniLM in fp32 torch (a variant is not compressed again)."""
+    models = _models(pipeline)
+    return bool(models) and all(m.runtime == "torch" for m in models)
+
+
+def _copy_with(est, runtime: str, graph, graph_optimization: str):
+    new = copy.copy(est)
+    for cache in _CACHES:
+        if cache != "_net":  # the fp32 torch network of a fine-tuned model is read-only: shared
+            new.__dict__.pop(cache, None)
+    new.set_params(runtime=runtime, graph_optimization=graph_optimization)
+    if graph is not None:
+        new.onnx_graph_ = graph
+    else:
+        new.__dict__.pop("onnx_graph_", None)
+    return new
+
+
+def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optimization: str = "all"):
+    """A copy of ``pipeline`` whose MiniLM runs on ``runtime`` (``graph``: the ONNX bytes for "onnx")."""
+    from sklearn.pipeline import Pipeline
+
+    from . import with_final
+
+    array = None if graph is None else np.frombuffer(graph, dtype=np.uint8).copy()
+    clf = classifier(pipeline)
+    if clf is not None:
+        return with_final(pipeline, _copy_with(clf, runtime, array, graph_optimization))
+    prep = copy.copy(pipeline.steps[0][1])  # shallow: the other columns' fitted preprocessing is shared
+    parts = list(prep.transformers_)
+    for k, enc, cols in encoders(pipeline):
+        # one array shared by the encoders of several text columns: one frozen model
+        parts[k] = (parts[k][0], _copy_with(enc, runtime, array, graph_optimization), cols)
+    prep.transformers_ = parts
+    return Pipeline([(pipeline.steps[0][0], prep)] + list(pipeline.steps[1:]))
+
+
+def fp32_graph(pipeline) -> bytes:
+    """The fp32 ONNX graph of the pipeline's MiniLM network."""
+    from ..candidates.text import export_encoder_onnx
+
+    clf = classifier(pipeline)
+    return clf.export_onnx() if clf is not None else export_encoder_onnx(encoders(pipeline)[0][1].max_length)
+
+
+def max_length(pipeline) -> int:
+    return _models(pipeline)[0].max_length
+
+
+def texts(pipeline, X, limit: int) -> list[str]:
+    """Up to ``limit`` of the texts the MiniLM network reads for the rows ``X`` (as the pipeline receives them)."""
+    from ..candidates.text import _texts, _tokenizer
+
+    clf = classifier(pipeline)
+    if clf is not None:
+        return clf._join(pipeline[:-1].transform(X[:limit]), _tokenizer().sep_token)
+    out: list[str] = []
+    for _, _, col in encoders(pipeline):
+        column = X.iloc[:, col] if hasattr(X, "iloc") else np.asarray(X, dtype=object)[:, col]
+        out += _texts(column)
+    return out[:limit]
+
+
+@contextlib.contextmanager
+def quiet_quantizer():
+    """onnxruntime.quantization logs a 'consider pre-processing' warning on the root logger for every call."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)

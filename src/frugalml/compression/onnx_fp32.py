@@ -1,0 +1,32 @@
+"""The MiniLM encoder exported to ONNX and run by ONNX Runtime, still in fp32: the baseline graph every
+quantized variant starts from.
+
+Nothing is approximated (outputs agree with torch to ~1e-6); what changes is the runtime: ONNX Runtime
+applies its graph optimisations (constant folding, fused MatMul+Add, Gelu, SkipLayerNormalization at
+``all``) when the session is built. The stored graph is the unoptimised one, so it stays portable across
+machines; the level is recorded on the encoder and in the variant's config. Measured on MiniLM (1 thread,
+batch 32): for the fp32 graph the levels are within noise of each other; for the int8 graphs ``basic`` is
+~15% slower than ``extended`` / ``all`` (no fused integer MatMul). Outputs are the same at every level, so
+the search does not spend variants on the lower ones (``MiniLMEncoder(graph_optimization=...)`` takes them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import Technique, register_technique
+from .encoder import applies, fp32_graph, with_runtime
+
+
+@dataclass(frozen=True)
+class OnnxFp32Config:
+    graph_optimization: str = "all"
+
+
+def _apply(pipeline, cfg: OnnxFp32Config, calibration=None):
+    return with_runtime(pipeline, "onnx", fp32_graph(pipeline), cfg.graph_optimization)
+
+
+register_technique(Technique("onnx-fp32", OnnxFp32Config, _apply, applies, lambda p: [OnnxFp32Config()],
+                             description="run MiniLM (frozen encoder or fine-tuned classifier) as an fp32 ONNX graph on "
+                                         "ONNX Runtime"))

@@ -1,0 +1,35 @@
+"""torch's dynamic int8 quantization of the MiniLM encoder's Linear layers, for comparison with the ONNX
+Runtime path.
+
+``torch.ao.quantization.quantize_dynamic`` replaces every Linear by one with int8 weights whose input is
+quantized per call. torch deprecates this API (it warns that torch.ao.quantization will be removed in
+favour of torchao, whose int8 path only pays off with torch.compile). The variant stores no weights: the
+encoder is quantized from the package's fp32 weights the first time it runs in a process (deterministic).
+It is less accurate than ONNX Runtime's (MiniLM, debate statements: cosine to fp32 mean 0.96, min 0.90 per
+channel; 0.92 / 0.77 per tensor) and slower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import Technique, register_technique
+from .encoder import applies, with_runtime
+
+
+@dataclass(frozen=True)
+class TorchInt8DynamicConfig:
+    per_channel: bool = True
+
+
+def _apply(pipeline, cfg: TorchInt8DynamicConfig, calibration=None):
+    return with_runtime(pipeline, "torch-int8-per-channel" if cfg.per_channel else "torch-int8")
+
+
+def _settings(pipeline) -> list[TorchInt8DynamicConfig]:
+    return [TorchInt8DynamicConfig(per_channel=True), TorchInt8DynamicConfig(per_channel=False)]
+
+
+register_technique(Technique("torch-int8-dynamic", TorchInt8DynamicConfig, _apply, applies, _settings,
+                             description="MiniLM with torch.ao dynamic int8 Linear layers (deprecated API; "
+                                         "for comparison)"))

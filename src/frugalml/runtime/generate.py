@@ -34,6 +34,14 @@ class Generation:
     prefill_s: float  # time to first token
     decode_s: list[float] = field(default_factory=list)  # time of each later token
 
+    def emit(self, tokens: list[int], seconds: float, on_token: Callable[[int], None] | None = None) -> None:
+        """Record tokens one forward pass produced together (speculation): its time shared equally."""
+        for tok in tokens:
+            self.tokens.append(tok)
+            self.decode_s.append(seconds / len(tokens))
+            if on_token:
+                on_token(tok)
+
     @property
     def decode_tokens_per_s(self) -> float:
         return len(self.decode_s) / sum(self.decode_s) if self.decode_s else float("nan")

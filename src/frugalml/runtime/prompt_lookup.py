@@ -78,13 +78,8 @@ def generate_prompt_lookup(model, prompt: list[int], max_new_tokens: int, cfg: S
         passes += 1
         proposed += len(guess)
         accepted += n_ok
-        dt = (time.perf_counter() - t0) / len(new)
-        for tok in new:
-            out.tokens.append(tok)
-            out.decode_s.append(dt)
-            seq.append(tok)
-            if on_token:
-                on_token(tok)
+        out.emit(new, time.perf_counter() - t0, on_token)
+        seq.extend(new)
     stats = {"forward_passes": passes, "proposed": proposed, "accepted": accepted,
              "acceptance_rate": accepted / proposed if proposed else 0.0}
     return out, stats

@@ -206,13 +206,8 @@ def generate_speculative(target, draft, prompt: list[int], max_new_tokens: int,
         new = guess[:kept] + [nxt]
         if eos_id in new:
             new = new[: new.index(eos_id) + 1]
-        dt = (time.perf_counter() - t0) / len(new)
-        for tok in new:
-            out.tokens.append(tok)
-            out.decode_s.append(dt)
-            seq.append(tok)
-            if on_token:
-                on_token(tok)
+        out.emit(new, time.perf_counter() - t0, on_token)
+        seq.extend(new)
     stats = {"acceptance_rate": accepted / proposed if proposed else 0.0, "proposed": proposed,
              "accepted": accepted, "target_forward_passes": target_passes, "draft_forward_passes": draft_passes,
              "mean_draft_length": proposed / len(lengths) if lengths else 0.0, "draft_lengths": lengths}

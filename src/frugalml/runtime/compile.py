@@ -1,13 +1,15 @@
 """torch.compile for the decode engine's one-token step; prefill stays eager.
 
 Batch-1 decode runs ~60 small ops per layer around the weight reads (norms, RoPE, cache writes, residuals):
-eager PyTorch spends as long dispatching them as the matmuls take. Inductor fuses them into a few C++ loops
-per layer and removes the Python in between; the matmuls (fp32, int8 or int4 kernels) are called as before.
+~4 ms a token on SmolLM2-135M (2 threads), next to ~31 ms of fp32 matmuls but ~4 ms of int4 ones. Inductor
+fuses them into a few C++ loops per layer and removes the Python in between; the matmuls (fp32, int8 or int4
+kernels) are called as before. Measured: fp32 +5%, int8 +30%, int4 +35% decode tokens/s.
 
 One graph serves every cache length and position: it is traced with dynamic sizes, and each step attends to
 the filled prefix of the cache (``kv_len = pos + 1``), so neither a new prompt length nor a longer
 generation recompiles. Calls that are not a decode step (prefill, speculative blocks, other batch sizes)
-run the model's eager forward: they would otherwise each compile a graph of their own.
+run the model's eager forward: they would otherwise each compile a graph of their own. The graph belongs to
+the Llama class, not to one model: a second model of the same weight types reuses it (parameters are inputs).
 """
 
 from __future__ import annotations

@@ -6,13 +6,16 @@ llama.cpp (llama-cpp-python, when installed: `make bench-lm`) runs the GGUF file
 the same prompt token ids (through the chat template) and decodes greedily.
 
 1. Batch-1 decode, exactly --new-tokens tokens (end-of-sequence ignored) on a repeat-this-text prompt:
-   transformers fp32 (the baseline), frugalml fp32 / bf16 / int8 / int4 (/ compiled with --compile), llama.cpp.
-   Quality of each weight format against fp32: top-1 agreement and KL of next-token distributions on the
-   built-in prompt set (`frugalml.runtime.prompts`), and perplexity on held-out text.
-2. Speculative decoding on input-grounded prompts (answers up to end-of-sequence): the plain engine vs prompt
-   lookup and self-drafts (the model's own int8/int4 copy): tokens/s, identical tokens,
-   acceptance rate.
-3. Continuous batching: 16 concurrent requests vs one at a time, fp32 and bf16.
+   transformers fp32 (the baseline), frugalml fp32 with plain nn.Linear weights, fp32 / bf16 packed for oneDNN
+   (the engine's default), int8 / int4 (/ compiled with --compile), llama.cpp. Quality of each against
+   plain fp32: top-1 agreement and KL of next-token distributions on the built-in prompt set
+   (`frugalml.runtime.prompts`), and perplexity on held-out text.
+2. Speculative decoding on input-grounded prompts (answers up to end-of-sequence): the engine's default
+   (fp32 packed) plain vs prompt lookup and self-drafts (the model's own int8/int4 copy): tokens/s end to end
+   and in decode (after the first token, which every method reaches by the same prefill), identical
+   tokens, acceptance rate.
+3. Continuous batching: 4 x --batch requests queued at once, --batch running at a time, vs one at a time
+   (fp32 and bf16 packed): total tokens/s (prefills included) and decode tokens/s.
 
 Configurations alternate within each repeat, and medians are reported (the machine is noisy).
 Usage: python benchmarks/bench_lm.py [--threads 2] [--new-tokens 128] [--repeats 3] [--compile] [--json PATH]
@@ -34,6 +37,7 @@ from frugalml.runtime.generate import generate
 from frugalml.runtime.gguf_loading import builtin_smollm2
 from frugalml.runtime.lm_bench import memory_bandwidth_gb_s
 from frugalml.runtime.loading import load_causal_lm, load_hf_reference
+from frugalml.runtime.packed import pack_linears, warm_up
 from frugalml.runtime.prompt_lookup import generate_prompt_lookup
 from frugalml.runtime.prompts import PROMPTS
 from frugalml.runtime.quality import encode_prompt, quality_report
@@ -43,6 +47,11 @@ from frugalml.runtime.speculative import generate_speculative, self_draft
 TEXT = ("Energy-efficient machine learning starts with measuring. Before deploying a large model, compare it "
         "with a thinner one on the same folds, check every user group, and only then decide.")
 GROUNDED = [f"Repeat this text exactly: {TEXT}", *PROMPTS["extract"][:2], *PROMPTS["summarise"][:2]]
+
+
+def packed(model):
+    warm_up(pack_linears(model))
+    return model
 
 
 def med(xs):
@@ -90,14 +99,17 @@ def main():
     n = args.new_tokens
     fp32, tok = load_causal_lm("builtin:smollm2")
     eos = tok.eos_token_id
-    models = {"fp32": fp32, "bf16": copy.deepcopy(fp32).to(torch.bfloat16),
+    models = {"fp32": fp32, "fp32 packed": packed(copy.deepcopy(fp32)),
+              "bf16 packed": packed(copy.deepcopy(fp32).to(torch.bfloat16)),
               "int8": quantize(copy.deepcopy(fp32), "int8"), "int4": quantize(copy.deepcopy(fp32), "int4")}
-    compile_s = None
+    compile_s = {}
     if args.compile:
         from frugalml.runtime.compile import compile_decode
 
-        models["fp32 compiled"] = copy.deepcopy(fp32)
-        compile_s = compile_decode(models["fp32 compiled"])
+        models["fp32 packed compiled"] = packed(copy.deepcopy(fp32))
+        models["int4 compiled"] = quantize(copy.deepcopy(fp32), "int4")
+        for name in ("fp32 packed compiled", "int4 compiled"):
+            compile_s[name] = compile_decode(models[name])
     hf = load_hf_reference("builtin:smollm2")
     prompt = encode_prompt(tok, f"Repeat this text exactly: {TEXT}")
     bandwidth = memory_bandwidth_gb_s(args.threads)
@@ -150,7 +162,7 @@ def main():
                      "same_tokens_as_transformers_until_eos": same, "compared_tokens": k_eos})
     # quality of each weight format against fp32, per slice of the built-in prompt set
     quality = {}
-    for name in ("bf16", "int8", "int4"):
+    for name in ("fp32 packed", "bf16 packed", "int8", "int4"):
         q = quality_report(fp32, models[name], tok, new_tokens=min(32, n))
         quality[name] = {"overall": q["overall"], "worst_slice_top1": min(
             (s["top1_agreement_fraction"], k) for k, s in q["slices"].items()),
@@ -160,18 +172,21 @@ def main():
     grounded = [encode_prompt(tok, t) for t in GROUNDED]
     # (drafts cut to the first layers of the model agree with it on under a third of the tokens: not shown)
     drafts = {"self-draft int8": self_draft(fp32, "int8"), "self-draft int4": self_draft(fp32, "int4")}
-    spec = {"plain": lambda p: (generate(fp32, p, n, eos_id=eos), {}),
-            "prompt lookup": lambda p: generate_prompt_lookup(fp32, p, n, eos_id=eos)}
+    target = models["fp32 packed"]
+    spec = {"plain": lambda p: (generate(target, p, n, eos_id=eos), {}),
+            "prompt lookup": lambda p: generate_prompt_lookup(target, p, n, eos_id=eos)}
     for name, d in drafts.items():
-        spec[name] = lambda p, d=d: generate_speculative(fp32, d, p, n, eos_id=eos)
+        spec[name] = lambda p, d=d: generate_speculative(target, d, p, n, eos_id=eos)
     for fn in spec.values():
         fn(grounded[0][:40])
     s_times = {k: [] for k in spec}
+    s_decode = {k: [] for k in spec}
     s_out = {}
     for _ in range(args.repeats):
         for name, fn in spec.items():
             outs, t = timed(lambda fn=fn: [fn(p) for p in grounded])
             s_times[name].append(t)
+            s_decode[name].append(sum(sum(g.decode_s) for g, _ in outs))
             s_out[name] = outs
     plain_tokens = [g.tokens for g, _ in s_out["plain"]]
     answer_tokens = sum(map(len, plain_tokens))
@@ -181,24 +196,29 @@ def main():
         proposed = sum(s.get("proposed", 0) for s in stats)
         spec_rows.append({"method": name, "tokens_per_s": answer_tokens / med(s_times[name]),
                           "ratio_to_plain": med(s_times["plain"]) / med(s_times[name]),
+                          "decode_ratio_to_plain": med(s_decode["plain"]) / med(s_decode[name]),
                           "identical_tokens": [g.tokens for g, _ in s_out[name]] == plain_tokens,
                           "acceptance_rate": sum(s.get("accepted", 0) for s in stats) / proposed if proposed else None})
 
-    # 3. continuous batching: 2 x batch requests, at most `batch` at once, vs one at a time
+    # 3. continuous batching: 4 x batch requests queued, at most `batch` at once, vs one at a time
     texts = [t for ts in PROMPTS.values() for t in ts]
-    requests_ids = [encode_prompt(tok, texts[i % len(texts)]) for i in range(2 * args.batch)]
+    requests_ids = [encode_prompt(tok, texts[i % len(texts)]) for i in range(4 * args.batch)]
     batch_rows = []
-    for name in ("fp32", "bf16"):
+    for name in ("fp32 packed", "bf16 packed"):
         m = models[name]
-        one, t_one = timed(lambda m=m: [generate(m, p, n // 2, eos_id=eos).tokens for p in requests_ids[:8]])
-        single = sum(map(len, one)) / t_one
+        one, t_one = timed(lambda m=m: [generate(m, p, n // 2, eos_id=eos) for p in requests_ids[:len(texts)]])
+        single = sum(len(g.tokens) for g in one) / t_one
+        single_decode = sum(len(g.decode_s) for g in one) / sum(sum(g.decode_s) for g in one)
         engine = BatchEngine(m, max_batch=args.batch, max_len=max(map(len, requests_ids)) + n)
         reqs = [Request(p, n // 2, eos_id=eos) for p in requests_ids]
         _, t = timed(lambda: engine.run(reqs))
         total = sum(len(r.tokens) for r in reqs) / t
-        batch_rows.append({"weights": name, "batch1_tokens_per_s": single, "concurrent": args.batch,
+        batch_rows.append({"weights": name, "requests": len(reqs), "batch1_tokens_per_s": single,
+                           "batch1_decode_tokens_per_s": single_decode, "concurrent": args.batch,
                            "total_tokens_per_s": total, "ratio": total / single,
-                           "mean_running": statistics.mean(engine.batch_sizes)})
+                           "decode_tokens_per_s": engine.decode_tokens_per_s,
+                           "decode_ratio": engine.decode_tokens_per_s / single_decode,
+                           "prefill_share": engine.prefill_s / t, "mean_running": statistics.mean(engine.batch_sizes)})
 
     result = {"model": "SmolLM2-135M-Instruct (GGUF Q4_1; dequantized to fp32 for transformers and frugalml)",
               "threads": args.threads, "new_tokens": n, "prompt_tokens": len(prompt), "repeats": args.repeats,
@@ -221,20 +241,22 @@ def main():
         print(f"| {r['engine']} | {r['tokens_per_s']:.1f} | {r['decode_tokens_per_s']:.1f} | {r['ttft_ms']:.0f} | "
               f"{r['ratio_to_transformers']:.2f}x | {roof} | {r['same_tokens_as_transformers_until_eos']} "
               f"(first {r['compared_tokens']}) | {qcols} |")
-    print(f"\n| speculative ({len(grounded)} input-grounded prompts, {answer_tokens} answer tokens) | tokens/s | "
-          "vs plain | identical tokens | acceptance |")
-    print("|---|---|---|---|---|")
+    print(f"\n| speculative, fp32 packed ({len(grounded)} input-grounded prompts, {answer_tokens} answer tokens) | "
+          "tokens/s | vs plain | decode vs plain | identical tokens | acceptance |")
+    print("|---|---|---|---|---|---|")
     for r in spec_rows:
         acc = f"{r['acceptance_rate']:.2f}" if r["acceptance_rate"] is not None else "-"
-        print(f"| {r['method']} | {r['tokens_per_s']:.1f} | {r['ratio_to_plain']:.2f}x | {r['identical_tokens']} | {acc} |")
-    print(f"\n| continuous batching ({2 * args.batch} requests, {args.batch} at once) | batch-1 tokens/s | "
-          "total tokens/s | ratio | mean running |")
-    print("|---|---|---|---|---|")
+        print(f"| {r['method']} | {r['tokens_per_s']:.1f} | {r['ratio_to_plain']:.2f}x | "
+              f"{r['decode_ratio_to_plain']:.2f}x | {r['identical_tokens']} | {acc} |")
+    print(f"\n| continuous batching ({4 * args.batch} requests, {args.batch} at once) | batch-1 tokens/s (decode) | "
+          "total tokens/s | ratio | decode tokens/s | decode ratio | prefill share | mean running |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in batch_rows:
-        print(f"| {r['weights']} | {r['batch1_tokens_per_s']:.1f} | {r['total_tokens_per_s']:.1f} | "
-              f"{r['ratio']:.1f}x | {r['mean_running']:.1f} |")
-    if compile_s is not None:
-        print(f"\ncompile time of the fp32 decode step: {compile_s:.1f} s")
+        print(f"| {r['weights']} | {r['batch1_tokens_per_s']:.1f} ({r['batch1_decode_tokens_per_s']:.1f}) | "
+              f"{r['total_tokens_per_s']:.1f} | {r['ratio']:.1f}x | {r['decode_tokens_per_s']:.1f} | "
+              f"{r['decode_ratio']:.1f}x | {r['prefill_share']:.0%} | {r['mean_running']:.1f} |")
+    for name, secs in compile_s.items():
+        print(f"\ncompile time of the {name} decode step: {secs:.1f} s")
 
 
 if __name__ == "__main__":

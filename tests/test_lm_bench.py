@@ -35,7 +35,9 @@ def test_bench_lm_plain_against_transformers(folder, capsys):
     assert 0 < r["roofline_fraction"] < 1 and 1 < r["bandwidth_gb_s"] < 10_000
     assert r["prompts"] == 6  # one per built-in slice, and the user's prompt
     assert r["baseline"]["identical_greedy_tokens"] is True and r["baseline"]["ratio"] > 0
-    assert r["batched"]["batch"] == 4 and r["batched"]["generated_tokens"] > 0
+    b = r["batched"]
+    assert b["batch"] == 4 and b["generated_tokens"] > 0 and 0 < b["prefill_share"] < 1
+    assert b["decode_tokens_per_s"] > 0 and 1 <= b["mean_running"] <= 4
     assert "acceptance_rate" not in r and r["quality"]["perplexity_reference"] > 1
 
 

@@ -149,11 +149,23 @@ def compress(
 _MODEL_HELP = "builtin:smollm2 (embedded), a .gguf file, or a local Hugging Face folder of a Llama-family model."
 
 
-def _engine_config(quantize, dtype, compile_, draft, draft_tokens, prompt_lookup):
+# the engine options generate and bench-lm share (what is benchmarked is what generates)
+_QUANTIZE = typer.Option(None, help="int8 (per channel) or int4 (groups of 32): weight-only.")
+_DTYPE = typer.Option("float32", help="float32 or bfloat16 (weights, activations, KV cache).")
+_PACK = typer.Option(True, "--pack/--no-pack", help="Lay floating-point weights out once for oneDNN (same values, "
+                                                    "faster matmuls).")
+_COMPILE = typer.Option(False, "--compile", help="torch.compile the decode step (compile time reported).")
+_DRAFT = typer.Option(None, help="Speculate with a draft model sharing the tokenizer (a model as above), or "
+                                 "self:int8 / self:int4 [:LAYERS], the model's own copy.")
+_DRAFT_TOKENS = typer.Option(4, help="Most tokens the draft guesses per pass (adapted to its acceptance).")
+_PROMPT_LOOKUP = typer.Option(0, help="Speculate with prompt lookup, matching n-grams up to N.")
+
+
+def _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup):
     from .runtime.engine import EngineConfig
 
-    cfg = EngineConfig(quantize=quantize, dtype=dtype, compile=compile_, draft=draft, draft_tokens=draft_tokens,
-                       prompt_lookup=prompt_lookup)
+    cfg = EngineConfig(quantize=quantize, dtype=dtype, pack=pack, compile=compile_, draft=draft,
+                       draft_tokens=draft_tokens, prompt_lookup=prompt_lookup)
     cfg.check()
     return cfg
 
@@ -163,13 +175,13 @@ def generate(
     model: str = typer.Argument(..., help=_MODEL_HELP),
     prompt: str = typer.Argument(..., help="The prompt text."),
     raw: bool = typer.Option(False, "--raw", help="Send the prompt as is, without the model's chat template."),
-    quantize: Optional[str] = typer.Option(None, help="int8 (per channel) or int4 (groups of 32): weight-only."),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16 (weights, activations, KV cache)."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the decode step (compile time reported)."),
-    draft: Optional[str] = typer.Option(None, help="Speculate with a draft model sharing the tokenizer (a model as "
-                                                   "above), or self:int8 / self:int4 [:LAYERS], the model's own copy."),
-    draft_tokens: int = typer.Option(4, help="Most tokens the draft guesses per pass (adapted to its acceptance)."),
-    prompt_lookup: int = typer.Option(0, help="Speculate with prompt lookup, matching n-grams up to N."),
+    quantize: Optional[str] = _QUANTIZE,
+    dtype: str = _DTYPE,
+    pack: bool = _PACK,
+    compile_: bool = _COMPILE,
+    draft: Optional[str] = _DRAFT,
+    draft_tokens: int = _DRAFT_TOKENS,
+    prompt_lookup: int = _PROMPT_LOOKUP,
     max_new_tokens: int = typer.Option(128, help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy; above 0 samples."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling: keep the smallest set of tokens reaching this mass."),
@@ -185,7 +197,7 @@ def generate(
     sampling.check()
     if not prompt.strip():
         raise DataError("the prompt is empty; give some text")
-    engine = Engine.load(model, _engine_config(quantize, dtype, compile_, draft, draft_tokens, prompt_lookup))
+    engine = Engine.load(model, _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup))
     ids = engine.encode(prompt, chat=not raw)
     out_ids: list[int] = []
     shown = ""
@@ -213,13 +225,13 @@ def generate(
 @app.command("bench-lm")
 def bench_lm(
     model: str = typer.Argument(..., help=_MODEL_HELP),
-    quantize: Optional[str] = typer.Option(None, help="int8 (per channel) or int4 (groups of 32): weight-only."),
-    dtype: str = typer.Option("float32", help="float32 or bfloat16."),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the decode step."),
-    draft: Optional[str] = typer.Option(None, help="A draft model sharing the tokenizer, or self:int8 / self:int4 "
-                                                   "[:LAYERS]."),
-    draft_tokens: int = typer.Option(4, help="Most tokens the draft guesses per pass."),
-    prompt_lookup: int = typer.Option(0, help="Speculate with prompt lookup, matching n-grams up to N."),
+    quantize: Optional[str] = _QUANTIZE,
+    dtype: str = _DTYPE,
+    pack: bool = _PACK,
+    compile_: bool = _COMPILE,
+    draft: Optional[str] = _DRAFT,
+    draft_tokens: int = _DRAFT_TOKENS,
+    prompt_lookup: int = _PROMPT_LOOKUP,
     batch: int = typer.Option(16, help="Requests running at once in the batched measurement (1 skips it)."),
     baseline: Optional[str] = typer.Option(None, help="hf: also time transformers' generate on the same weights."),
     new_tokens: int = typer.Option(64, help="Most new tokens per prompt (answers stop at end-of-sequence)."),
@@ -237,7 +249,7 @@ def bench_lm(
     cfg = BenchConfig(new_tokens=new_tokens, batch=batch, threads=threads, prompts_per_slice=prompts_per_slice,
                       baseline=baseline, quality=not no_quality, user_prompts=tuple(p for p in prompt or () if p.strip()))
     cfg.check()
-    engine_cfg = _engine_config(quantize, dtype, compile_, draft, draft_tokens, prompt_lookup)
+    engine_cfg = _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup)
     console = _console(quiet=show_json)
     progress = (lambda msg: console.print(f"[dim]{msg}[/dim]")) if console.is_terminal else (lambda msg: None)
     result = run_bench(model, engine_cfg, cfg, progress=progress)

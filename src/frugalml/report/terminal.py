@@ -69,7 +69,10 @@ def print_lm_bench(r: dict, console=None) -> None:
     if "batched" in r:
         b = r["batched"]
         t.add_row(f"total tokens/s, {b['batch']} concurrent", f(b["total_tokens_per_s"]),
-                  f"{b['ratio_to_batch1']:.1f}x batch 1; {b['requests']} requests, continuous batching")
+                  f"{b['ratio_to_batch1']:.1f}x batch 1; {b['requests']} requests, continuous batching, "
+                  f"{f(b['prefill_share'], '.0%')} of the time in prefills")
+        t.add_row(f"decode tokens/s, {b['batch']} concurrent", f(b["decode_tokens_per_s"]),
+                  f"{f(b['decode_ratio_to_batch1'])}x batch-1 decode; {f(b['mean_running'])} running on average")
     if "baseline" in r:
         b = r["baseline"]
         t.add_row(b["name"] + " tokens/s", f(b["end_to_end_tokens_per_s"]),

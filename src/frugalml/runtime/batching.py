@@ -63,6 +63,8 @@ class BatchEngine:
         self.generators: list[torch.Generator | None] = []
         self.steps = 0
         self.batch_sizes: list[int] = []  # running requests at each decode step
+        self.prefill_s = 0.0  # time spent admitting requests (their prefills) ...
+        self.decode_s = 0.0  # ... and in batched decode steps
 
     def submit(self, request: Request) -> Request:
         request.sampling.check()
@@ -102,7 +104,7 @@ class BatchEngine:
             self.generators.append(torch.Generator().manual_seed(cfg.seed or 0) if cfg.temperature > 0 else None)
             n = len(r.prompt)
             logits = self.model(torch.tensor([r.prompt], device=self.device), torch.arange(n, device=self.device),
-                                first_row=row, kv_len=n)[0, -1]
+                                first_row=row, kv_len=n, last=True)[0, -1]
             self._emit(row, sample(logits, cfg, self.generators[row]))
 
     def _retire(self) -> list[Request]:
@@ -128,7 +130,10 @@ class BatchEngine:
     @torch.inference_mode()
     def step(self) -> list[Request]:
         """Admit, decode one token for every running request, retire; -> the requests that finished."""
+        t0 = time.perf_counter()
         self._admit()
+        t1 = time.perf_counter()
+        self.prefill_s += t1 - t0
         done = self._retire()  # requests that finished at their prefill
         if not self.running:
             return done
@@ -140,7 +145,13 @@ class BatchEngine:
             self._emit(i, sample(logits[i], self.running[i].sampling, self.generators[i]))
         self.steps += 1
         self.batch_sizes.append(n)
+        self.decode_s += time.perf_counter() - t1
         return done + self._retire()
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens of the batched decode steps per second of them (prefills excluded, as in batch-1 decode)."""
+        return sum(self.batch_sizes) / self.decode_s if self.decode_s else float("nan")
 
     def run(self, requests: list[Request]) -> list[Request]:
         """Submit every request, step until all finish; -> the requests, in submission order."""

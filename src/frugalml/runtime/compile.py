@@ -34,10 +34,10 @@ def compile_decode(model, batch: int = 1, fullgraph: bool = True) -> float:
     eager = model.forward
     step = torch.compile(eager, fullgraph=fullgraph, dynamic=True)
 
-    def forward(tokens, pos, first_row: int = 0, kv_len: int | None = None):
+    def forward(tokens, pos, first_row: int = 0, kv_len: int | None = None, last: bool = False):
         if tokens.shape == (batch, 1) and pos.dim() == 1 and first_row == 0:  # a decode step
             return step(tokens, pos, 0, kv_len or int(pos[-1]) + 1)  # attend to the filled prefix
-        return eager(tokens, pos, first_row, kv_len)
+        return eager(tokens, pos, first_row, kv_len, last)
 
     model.forward = forward  # an instance attribute: nn.Module.__call__ finds it before the class's method
     model.compiled_decode = step

@@ -1,7 +1,8 @@
 """The engine a user asks for on the command line: a model, its weight format, and a way to decode.
 
 ``frugal generate`` and ``frugal bench-lm`` share it, so what is benchmarked is what generates. Weight
-formats: float32 (reference), bfloat16, weight-only int8 or int4. Decoding: plain, prompt lookup, or a
+formats: float32 (reference), bfloat16, weight-only int8 or int4; floating-point layers are packed once for
+oneDNN (``runtime/packed.py``) unless ``pack=False``. Decoding: plain, prompt lookup, or a
 draft model (another model sharing the tokenizer, or ``self:KIND[:LAYERS]``, the target's own int8/int4
 copy, optionally cut to its first LAYERS blocks). Optional torch.compile of the decode step.
 """
@@ -22,6 +23,7 @@ class EngineConfig:
     quantize: str | None = None  # int8 | int4 (weight-only)
     dtype: str = "float32"  # of the weights that stay floating point, activations and the KV cache
     compile: bool = False  # torch.compile the decode step
+    pack: bool = True  # fp32/bf16 linear weights laid out once for oneDNN (same values, faster reads)
     draft: str | None = None  # a model reference, or self:int8 | self:int4 [:LAYERS]
     draft_tokens: int = 4  # most tokens a draft guesses per target pass (adapted to the acceptance rate)
     prompt_lookup: int = 0  # longest n-gram matched in the context; 0 = off
@@ -49,6 +51,8 @@ class EngineConfig:
         parts = [self.quantize or self.dtype]
         if self.quantize and self.dtype != "float32":
             parts.append(self.dtype)
+        if not self.pack and not self.quantize:
+            parts.append("unpacked")
         if self.compile:
             parts.append("compiled")
         if self.prompt_lookup:
@@ -105,6 +109,15 @@ class Engine:
             engine.draft = self_draft(model, kind, layers=layers)
         if config.quantize:
             quantize(model, config.quantize)
+        if config.pack:  # last: the packed layout is opaque to dtype changes, copies and quantizing
+            from .packed import AVAILABLE, pack_linears, warm_up
+
+            if AVAILABLE:
+                t0 = time.perf_counter()
+                for m in (model, engine.draft):
+                    if m is not None:
+                        warm_up(pack_linears(m))
+                engine.timings["pack_s"] = time.perf_counter() - t0
         if config.compile:
             from .compile import compile_decode
 

@@ -70,30 +70,46 @@ def sample(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator
     return int(torch.multinomial(probabilities(logits, cfg), 1, generator=generator))
 
 
-@torch.inference_mode()
-def generate(model, prompt: list[int], max_new_tokens: int, cfg: SamplingConfig = SamplingConfig(),
-             eos_id: int | None = None, on_token: Callable[[int], None] | None = None) -> Generation:
+def check_request(model, prompt: list[int], max_new_tokens: int, cfg: SamplingConfig) -> None:
+    """What every decoding loop checks first, with the same errors."""
     cfg.check()
     if not prompt:
         raise DataError("the prompt is empty; give some text")
     if max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
-    total = len(prompt) + max_new_tokens
-    if total > model.spec.max_positions:
+    if len(prompt) + max_new_tokens > model.spec.max_positions:
         raise DataError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed the model's context of "
                         f"{model.spec.max_positions}; shorten the prompt or lower --max-new-tokens")
-    generator = None
-    if cfg.temperature > 0:
-        generator = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else 0)
+
+
+def new_generator(cfg: SamplingConfig) -> torch.Generator | None:
+    """The seeded sampler of one generation (None when greedy)."""
+    return None if cfg.temperature == 0 else torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else 0)
+
+
+def prefill(model, prompt: list[int], cfg: SamplingConfig, generator: torch.Generator | None,
+            on_token: Callable[[int], None] | None = None) -> Generation:
+    """Run the prompt through the model (its cache set up by the caller) and sample the first new token;
+    -> the generation so far, its prefill time being the time to first token."""
     device = model.embed_tokens.weight.device
-    model.setup_cache(1, total)
     t0 = time.perf_counter()
-    logits = model(torch.tensor([prompt], device=device), torch.arange(len(prompt), device=device))[0, -1]
-    token = sample(logits, cfg, generator)
+    logits = model(torch.tensor([prompt], device=device), torch.arange(len(prompt), device=device), last=True)
+    token = sample(logits[0, -1], cfg, generator)
     out = Generation([token], time.perf_counter() - t0)
     if on_token:
         on_token(token)
-    pos = len(prompt)
+    return out
+
+
+@torch.inference_mode()
+def generate(model, prompt: list[int], max_new_tokens: int, cfg: SamplingConfig = SamplingConfig(),
+             eos_id: int | None = None, on_token: Callable[[int], None] | None = None) -> Generation:
+    check_request(model, prompt, max_new_tokens, cfg)
+    generator = new_generator(cfg)
+    device = model.embed_tokens.weight.device
+    model.setup_cache(1, len(prompt) + max_new_tokens)
+    out = prefill(model, prompt, cfg, generator, on_token)
+    token, pos = out.tokens[0], len(prompt)
     while len(out.tokens) < max_new_tokens and token != eos_id:
         t0 = time.perf_counter()
         logits = model(torch.tensor([[token]], device=device), torch.tensor([pos], device=device))[0, -1]

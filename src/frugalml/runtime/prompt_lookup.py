@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from .generate import Generation, SamplingConfig, generate, probabilities, sample
+from .generate import SamplingConfig, check_request, generate, new_generator, prefill, probabilities
 from .speculative import accept_draft, accept_greedy
 
 
@@ -47,15 +47,12 @@ def generate_prompt_lookup(model, prompt: list[int], max_new_tokens: int, cfg: S
         return generate(model, prompt, max_new_tokens, cfg, eos_id, on_token), {}
     if len(prompt) + max_new_tokens > model.spec.max_positions:  # let the plain loop raise its clear error
         return generate(model, prompt, max_new_tokens, cfg, eos_id, on_token), {}
-    cfg.check()
-    generator = None if cfg.temperature == 0 else torch.Generator().manual_seed(cfg.seed or 0)
+    check_request(model, prompt, max_new_tokens, cfg)
+    generator = new_generator(cfg)
+    device = model.embed_tokens.weight.device
     # room for the last guess to overrun the end; never past the model's context
     model.setup_cache(1, min(len(prompt) + max_new_tokens + k + 1, model.spec.max_positions))
-    t0 = time.perf_counter()
-    first = sample(model(torch.tensor([prompt]), torch.arange(len(prompt)))[0, -1], cfg, generator)
-    out = Generation([first], time.perf_counter() - t0)
-    if on_token:
-        on_token(first)
+    out = prefill(model, prompt, cfg, generator, on_token)
     seq = list(prompt) + out.tokens
     passes, proposed, accepted = 0, 0, 0
     while len(out.tokens) < max_new_tokens and out.tokens[-1] != eos_id:
@@ -63,8 +60,8 @@ def generate_prompt_lookup(model, prompt: list[int], max_new_tokens: int, cfg: S
         room = min(k, max_new_tokens - len(out.tokens) - 1, model.max_len - len(seq))
         guess = propose(seq, max_ngram, room) if room > 0 else []
         pos = len(seq) - 1  # the last token is not in the cache yet
-        block = torch.tensor([[seq[-1]] + guess])
-        logits = model(block, torch.arange(pos, pos + len(guess) + 1))[0]  # (1 + K, V)
+        block = torch.tensor([[seq[-1]] + guess], device=device)
+        logits = model(block, torch.arange(pos, pos + len(guess) + 1, device=device))[0]  # (1 + K, V)
         if cfg.temperature == 0:
             n_ok, nxt = accept_greedy(logits, guess)
         else:

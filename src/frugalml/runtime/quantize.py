@@ -57,6 +57,7 @@ def weight_bytes(model: nn.Module) -> int:
     and zero per group (the packed codes the decode kernel reads; a second copy kept for prefill is not read).
     """
     from .int4 import Int4WeightOnlyLinear  # int4 builds on this module
+    from .packed import PackedLinear
 
     total = 0
     for m in model.modules():
@@ -64,6 +65,8 @@ def weight_bytes(model: nn.Module) -> int:
             total += m.weight.numel() + m.scale.numel() * 4
         elif isinstance(m, Int4WeightOnlyLinear):
             total += m.out_features * m.in_features // 2 + m.scales_and_zeros.numel() * 2
+        elif isinstance(m, PackedLinear):
+            total += m.out_features * m.in_features * m.dtype.itemsize
         elif isinstance(m, nn.Linear):
             total += m.weight.numel() * m.weight.element_size()
     return total

@@ -33,20 +33,8 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError, DataError
-from .generate import Generation, SamplingConfig, probabilities, sample
+from .generate import Generation, SamplingConfig, check_request, new_generator, prefill, probabilities, sample
 from .quantize import quantize_int8, weight_bytes
-
-
-def check_request(model, prompt: list[int], max_new_tokens: int, cfg: SamplingConfig) -> None:
-    """The checks of generate(), with the same errors."""
-    cfg.check()
-    if not prompt:
-        raise DataError("the prompt is empty; give some text")
-    if max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
-    if len(prompt) + max_new_tokens > model.spec.max_positions:
-        raise DataError(f"prompt ({len(prompt)} tokens) + {max_new_tokens} new tokens exceed the model's context of "
-                        f"{model.spec.max_positions}; shorten the prompt or lower --max-new-tokens")
 
 
 def accept_greedy(logits: torch.Tensor, guess: list[int]) -> tuple[int, int]:
@@ -155,18 +143,12 @@ def generate_speculative(target, draft, prompt: list[int], max_new_tokens: int,
     if draft_cost is None:
         draft_cost = weight_bytes(draft) / max(weight_bytes(target), 1)
     greedy = cfg.temperature == 0
-    generator = None if greedy else torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else 0)
+    generator = new_generator(cfg)
     device = target.embed_tokens.weight.device
     target.setup_cache(1, total)  # no guess ever runs past the last new token: total slots suffice
     draft.setup_cache(1, total)
-
-    t0 = time.perf_counter()
-    logits = target(torch.tensor([prompt], device=device), torch.arange(len(prompt), device=device))[0, -1]
-    token = sample(logits, cfg, generator)
-    out = Generation([token], time.perf_counter() - t0)
-    if on_token:
-        on_token(token)
-    seq = list(prompt) + [token]
+    out = prefill(target, prompt, cfg, generator, on_token)
+    seq = list(prompt) + out.tokens
     seen = 0  # the draft's cache holds seq[:seen]
     chooser = DraftLength(k, draft_cost) if adaptive else None
     target_passes, draft_passes, proposed, accepted, lengths = 1, 0, 0, 0, []
@@ -178,7 +160,7 @@ def generate_speculative(target, draft, prompt: list[int], max_new_tokens: int,
         feed, pos = seq[seen:], seen  # catch up on what the draft has not seen, then one guess at a time
         for _ in range(k_now):
             draft_logits = draft(torch.tensor([feed], device=device),
-                                 torch.arange(pos, pos + len(feed), device=device))[0, -1]  # (V,)
+                                 torch.arange(pos, pos + len(feed), device=device), last=True)[0, -1]  # (V,)
             pos += len(feed)
             if greedy:
                 x = int(draft_logits.argmax())

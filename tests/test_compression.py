@@ -132,7 +132,8 @@ def _digest(path):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("case", ["pickle", "corrupt", "columns", "technique", "too small", "onnx", "labels"])
+@pytest.mark.parametrize("case", ["pickle", "corrupt", "columns", "technique", "too small", "onnx", "labels",
+                                  "threads"])
 def test_bad_input_exits_2_and_never_touches_the_model(case, harm_run, tmp_path, capsys):
     from frugalml.cli import main
 
@@ -156,6 +157,8 @@ def test_bad_input_exits_2_and_never_touches_the_model(case, harm_run, tmp_path,
         data, needle = str(tmp_path / "d.csv"), "missing column(s) 'x2'"
     elif case == "technique":
         args, needle = ["--techniques", "magic"], "unknown technique 'magic'"
+    elif case == "threads":
+        args, needle = ["--threads", "0"], "--threads"
     elif case == "too small":
         import pandas as pd
 
@@ -175,6 +178,19 @@ def test_bad_input_exits_2_and_never_touches_the_model(case, harm_run, tmp_path,
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
     assert _digest(harm_run / "rf") == before
+
+
+def test_cost_options_reach_the_run(harm_run, tmp_path):
+    import json
+
+    from frugalml.cli import main
+
+    code = main(["compress", str(harm_run / "rf"), "--data", str(harm_run / "held.csv"), "--techniques",
+                 "tree-subset", "--no-memory-probe", "--throughput-batch", "64", "--quiet", "--out",
+                 str(tmp_path / "c")])
+    d = json.loads((tmp_path / "c" / "decision.json").read_text())
+    assert code == 0 and d["settings"]["cost"]["batch_large"] == 64 and d["settings"]["cost"]["memory_probe"] is False
+    assert all(c["cost"]["peak_memory_mb"] is None for c in d["candidates"])  # not probed: NaN -> null
 
 
 def test_tree_prune_matches_the_forest_better_than_the_first_trees():

@@ -160,6 +160,12 @@ def test_minilm_linear_saves_without_weights_and_reloads(tmp_path, debates):
     assert len(data) < 200_000  # the encoder's 90 MB stay in the installed package
     # the encoder + a logistic head on the embedding and the one-hot debate (4 values), 3 classes
     assert count_params(pipe) == MINILM_PARAMS + (384 + 4) * 3 + 3
+    # ... and count in its deployed size: the torch runtime reads them, an ONNX variant carries its own graph
+    from frugalml.candidates.text import MiniLMEncoder, model_path
+    from frugalml.evaluation.cost import external_bytes
+
+    assert external_bytes(pipe) == (model_path() / "model.safetensors").stat().st_size > 80_000_000
+    assert external_bytes(MiniLMEncoder(runtime="onnx")) == 0
     save_model_dir(tmp_path / "m", schema=task.schema, name="minilm_linear", skops_data=data, onnx_data=None)
     model = frugalml.load(tmp_path / "m")
     assert model.format == "skops"

@@ -60,6 +60,26 @@ def _run(verb, args: tuple, console, quiet: bool, show_json: bool = False, **kwa
     return result
 
 
+# the cost-measurement options select and compress share
+_THREADS = typer.Option(1, help="Threads for cost measurements.")
+_THROUGHPUT_BATCH = typer.Option(1000, help="Rows per call when measuring throughput and peak memory.")
+_MEMORY_PROBE = typer.Option(True, "--memory-probe/--no-memory-probe",
+                             help="Measure peak memory in a child process per candidate (about 3 s each).")
+_USD_PER_HOUR = typer.Option(0.096, help="Instance price for the $ column.")
+_INSTANCE_VCPUS = typer.Option(2, help="vCPUs of that instance.")
+_GRID_INTENSITY = typer.Option(475.0, help="Grid carbon intensity, gCO2e/kWh.")
+
+
+def _cost_config(threads, throughput_batch, memory_probe, usd_per_hour, instance_vcpus, grid_intensity):
+    from .errors import ConfigError
+    from .evaluation import CostConfig
+
+    if threads < 1 or throughput_batch < 1 or instance_vcpus < 1:
+        raise ConfigError("--threads, --throughput-batch and --instance-vcpus must be at least 1")
+    return CostConfig(threads=threads, batch_large=throughput_batch, memory_probe=memory_probe,
+                      usd_per_hour=usd_per_hour, instance_vcpus=instance_vcpus, grid_gco2e_per_kwh=grid_intensity)
+
+
 @app.command()
 def select(
     data: str = typer.Argument(..., help="CSV or Parquet file, or builtin:NAME (see frugal list)."),
@@ -83,10 +103,12 @@ def select(
     resume: bool = typer.Option(False, help="Continue an interrupted run into --out, reusing its finished fits."),
     executor: str = typer.Option("local", help="local or dask://HOST:PORT."),
     jobs: int = typer.Option(-1, help="Parallel fits (local executor); -1 = all cores."),
-    threads: int = typer.Option(1, help="Threads for cost measurements."),
-    usd_per_hour: float = typer.Option(0.096, help="Instance price for the $ column."),
-    instance_vcpus: int = typer.Option(2, help="vCPUs of that instance."),
-    grid_intensity: float = typer.Option(475.0, help="Grid carbon intensity, gCO2e/kWh."),
+    threads: int = _THREADS,
+    throughput_batch: int = _THROUGHPUT_BATCH,
+    memory_probe: bool = _MEMORY_PROBE,
+    usd_per_hour: float = _USD_PER_HOUR,
+    instance_vcpus: int = _INSTANCE_VCPUS,
+    grid_intensity: float = _GRID_INTENSITY,
     json_out: bool = typer.Option(False, "--json", help="Print decision.json to stdout instead of the table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -94,12 +116,9 @@ def select(
     """Select the thinnest model on par with the best, overall and in every group."""
     import time
 
-    from .evaluation import CostConfig
-
     if out is None:
         out = Path("runs") / time.strftime("select-%Y%m%d-%H%M%S")
-    cost = CostConfig(threads=threads, usd_per_hour=usd_per_hour, instance_vcpus=instance_vcpus,
-                      grid_gco2e_per_kwh=grid_intensity)
+    cost = _cost_config(threads, throughput_batch, memory_probe, usd_per_hour, instance_vcpus, grid_intensity)
     candidates = None
     if candidate:
         from .candidates import from_spec
@@ -128,6 +147,12 @@ def compress(
     seed: int = typer.Option(0, help="Seed for the calibration/evaluation split and the bootstrap."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/compress-DATE-TIME)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists (only once the new run is complete)."),
+    threads: int = _THREADS,
+    throughput_batch: int = _THROUGHPUT_BATCH,
+    memory_probe: bool = _MEMORY_PROBE,
+    usd_per_hour: float = _USD_PER_HOUR,
+    instance_vcpus: int = _INSTANCE_VCPUS,
+    grid_intensity: float = _GRID_INTENSITY,
     json_out: bool = typer.Option(False, "--json", help="Print decision.json to stdout instead of the table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
@@ -141,9 +166,10 @@ def compress(
     if out is None:
         out = Path("runs") / time.strftime("compress-%Y%m%d-%H%M%S")
     names = [t.strip() for t in techniques.split(",") if t.strip()] if techniques else None
+    cost = _cost_config(threads, throughput_batch, memory_probe, usd_per_hour, instance_vcpus, grid_intensity)
     _run(run_compress, (model, data), _console(quiet), quiet, json_out, target=target, groups=group or None,
          techniques=names, metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
-         cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite)
+         cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite, cost=cost)
 
 
 _MODEL_HELP = "builtin:smollm2 (embedded), a .gguf file, or a local Hugging Face folder of a Llama-family model."

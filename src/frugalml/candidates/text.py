@@ -95,11 +95,21 @@ def _mean_pool(hidden, mask):
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
-def _batches(texts: list[str], batch_size: int):
-    """Index batches of similar length, so little of each batch is padding."""
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    for i in range(0, len(order), batch_size):
-        yield order[i:i + batch_size]
+def _batches(texts: list[str], batch_size: int, slack: float = 1.25):
+    """Index batches of similar length, so little of each batch is padding: texts sorted by length; a batch
+    ends at ``batch_size`` texts or before a text longer than ``slack`` x its shortest (+ 16 characters).
+
+    A call with 32 statements of 19 to 684 tokens padded as one batch spends most of its time on padding;
+    here it runs as a few batches of near-equal lengths (the outputs are the same: padding is masked)."""
+    lengths = np.array([len(t) for t in texts])
+    batch: list[int] = []
+    for i in np.argsort(lengths, kind="stable"):
+        if batch and (len(batch) == batch_size or lengths[i] > slack * lengths[batch[0]] + 16):
+            yield np.array(batch)
+            batch = []
+        batch.append(int(i))
+    if batch:
+        yield np.array(batch)
 
 
 class TextRecipe(BaseEstimator):
@@ -211,6 +221,10 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
     def frugal_param_count(self) -> int:
         """The encoder's parameters: deployed with the model although not learned by this fit."""
         return _safetensors_params(model_path() / "model.safetensors")
+
+    def frugal_external_bytes(self) -> int:
+        """The torch runtimes read the package's weight file; the ONNX runtime's graph is in this estimator."""
+        return 0 if self.runtime == "onnx" else (model_path() / "model.safetensors").stat().st_size
 
     def __getstate__(self):
         state = dict(super().__getstate__())

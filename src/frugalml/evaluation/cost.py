@@ -39,6 +39,18 @@ _NOT_PARAMS = {"classes_", "n_iter_", "n_features_in_", "feature_names_in_", "n_
                "class_count_", "n_layers_", "t_", "loss_curve_", "validation_scores_", "best_loss_"}
 
 
+def external_bytes(obj) -> int:
+    """Bytes a model reads from outside its own file when deployed (the frozen MiniLM encoder's weights, loaded
+    from an installed package), through pipelines and column transformers; counted in its size."""
+    if hasattr(obj, "frugal_external_bytes"):
+        return int(obj.frugal_external_bytes())
+    if hasattr(obj, "steps"):
+        return sum(external_bytes(s) for _, s in obj.steps if s not in (None, "passthrough"))
+    if hasattr(obj, "transformers_"):
+        return sum(external_bytes(t) for _, t, _ in obj.transformers_ if not isinstance(t, str))
+    return 0
+
+
 def count_params(obj, _seen=None) -> int:
     """Learned numbers: arrays in fitted attributes (``name_``), tree nodes, recursively through pipelines."""
     _seen = _seen if _seen is not None else set()
@@ -148,7 +160,7 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
             cost["format"], cost["size_bytes"] = "onnx", len(artifact["onnx"])
         else:
             deployed, deployed_tput = native, native_tput
-            cost["format"], cost["size_bytes"] = "native", len(artifact["skops"])
+            cost["format"], cost["size_bytes"] = "native", len(artifact["skops"]) + external_bytes(pipeline)
     cost["peak_memory_mb"] = float("nan")  # filled by measure_peak_memory, run for all candidates at once
 
     cost.update({
@@ -157,6 +169,7 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
         "energy_j_per_1k": deployed["joules_per_call"] * 1000, "energy_source": meter.source,
         "native_latency_ms_p50": native["p50"], "native_latency_ms_p99": native["p99"],
         "native_throughput_rows_per_s": native_tput, "skops_size_bytes": len(artifact["skops"]),
+        "external_bytes": external_bytes(pipeline),
         "latency_calls": deployed["calls"],
     })
     core_hours_per_1m = 1e6 * deployed["mean"] / 1000 * cfg.threads / 3600

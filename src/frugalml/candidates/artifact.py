@@ -21,9 +21,10 @@ META = "meta.json"
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
 # Module prefixes whose types a frugalml model folder may contain; anything else is refused on load.
-# frugalml's own text estimators hold no code or pickled state: parameters, arrays and safetensors bytes.
+# frugalml's own text and torch MLP estimators hold no code or pickled state: parameters, arrays and safetensors
+# bytes.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.",
-                    "frugalml.candidates.text.")
+                    "frugalml.candidates.text.", "frugalml.candidates.torch_mlp.")
 
 
 class OnnxExportError(Exception):
@@ -92,6 +93,8 @@ def export_onnx(pipeline, schema: Schema) -> bytes:
     model = pipeline.steps[-1][1]
     if type(model).__module__.startswith("lightgbm"):
         _register_lightgbm()
+    if hasattr(model, "register_onnx"):  # an estimator that brings its own skl2onnx converter (torch_mlp)
+        model.register_onnx()
     types = [("num", FloatTensorType([None, len(schema.numeric)]))] if schema.numeric else []
     types += [("cat", StringTensorType([None, len(schema.categorical)]))] if schema.categorical else []
     types += [("text", StringTensorType([None, len(schema.text)]))] if schema.text else []
@@ -132,11 +135,17 @@ def _vectorizer_options(pipeline) -> dict:
     return out
 
 
-def ort_session(onnx_bytes: bytes, threads: int | None = None):
+def ort_session(onnx_bytes: bytes, threads: int | None = None, graph_optimization: str = "all"):
+    """An ONNX Runtime CPU session: the graph optimisation level (disable, basic, extended or all) and, when
+    given, that many intra-op threads (one inter-op)."""
     import onnxruntime as ort
 
+    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.graph_optimization_level = levels[graph_optimization]
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1

@@ -333,19 +333,10 @@ def _quantize_int8(module, per_channel: bool):
 
 def encoder_session(onnx_bytes: bytes, graph_optimization: str = "all", threads: int = 1):
     """An ONNX Runtime CPU session for an encoder graph, with explicit graph optimisation and thread count."""
-    ort = need("onnxruntime", "ONNX Runtime")
-    levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-    so = ort.SessionOptions()
-    so.graph_optimization_level = levels[graph_optimization]
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    try:
-        return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own error classes for bad graphs
-        raise ModelError(f"ONNX Runtime cannot load the encoder graph: {str(exc).splitlines()[0][:200]}") from None
+    need("onnxruntime", "ONNX Runtime")
+    from .artifact import ort_session
+
+    return ort_session(onnx_bytes, threads, graph_optimization)
 
 
 class MiniLMClassifier(ClassifierMixin, BaseEstimator):

@@ -1,9 +1,20 @@
-"""evaluation: quality (same folds for all, per group) and cost (measured on the deployable artifact)."""
+"""evaluation: quality (same folds for all, per group) and cost (measured on the deployable artifact).
 
-from .cost import CostConfig, count_params, measure_cost, measure_peak_memory
-from .energy import EnergyMeter
-from .metrics import Metric, resolve_metric
-from .quality import FoldScores, evaluate_quality, group_masks
+Names load on first use, so that a light submodule (``evaluation.memory``, which the LM benchmark uses) does
+not bring in scikit-learn and ONNX Runtime through the cost code.
+"""
 
-__all__ = ["CostConfig", "count_params", "measure_cost", "measure_peak_memory", "EnergyMeter", "Metric", "resolve_metric",
-           "FoldScores", "evaluate_quality", "group_masks"]
+from importlib import import_module
+
+_EXPORTS = {"CostConfig": "cost", "count_params": "cost", "measure_cost": "cost", "measure_peak_memory": "cost",
+            "EnergyMeter": "energy", "Metric": "metrics", "resolve_metric": "metrics", "FoldScores": "quality",
+            "evaluate_quality": "quality", "group_masks": "quality"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_EXPORTS)

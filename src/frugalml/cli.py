@@ -134,7 +134,8 @@ def select(
 
 @app.command()
 def compress(
-    model: str = typer.Argument(..., help="A run directory of frugal select (or its model/ folder)."),
+    model: str = typer.Argument(..., help="A run directory of frugal select (or its model/ folder), or an ONNX "
+                                          "file (read against --data; give --target)."),
     data: str = typer.Option(..., "--data", help="Labelled rows the model did not train on (CSV, Parquet, builtin:NAME)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Target column (default: the model's)."),
     group: Optional[List[str]] = typer.Option(None, "--group", "-g", help="Column whose values are user groups; repeatable."),

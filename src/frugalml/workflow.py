@@ -227,7 +227,8 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
              cost: CostConfig | None = None, progress: Callable[[str, int, int], None] | None = None) -> SelectResult:
     """Find the cheapest compressed variant of a selected model whose quality holds, overall and per group.
 
-    ``model``: a run directory of ``select`` or its ``model/`` folder (never modified). ``data``: labelled
+    ``model``: a run directory of ``select`` or its ``model/`` folder, or a bare ONNX file (its inputs named as
+    the data's columns, or one numeric matrix; ``target`` required), never modified. ``data``: labelled
     rows the model did not train on, split 30/70: calibration (for distillation) and evaluation.
     """
     import time
@@ -247,8 +248,18 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         _prepare_out(out_path, overwrite)
-    pipeline, schema, meta = load_pipeline(model)
-    df, source, _ = read_table(data)
+    if str(model).lower().endswith(".onnx") and Path(model).is_file():  # a bare graph: the data names its columns
+        from .candidates.onnx_graph import load_onnx_model
+
+        df, source, _ = read_table(data)
+        if not target:
+            raise DataError("an ONNX file does not say which column it predicts: give --target")
+        if target not in df.columns:
+            raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
+        pipeline, schema, meta = load_onnx_model(model, df[df[target].notna()], target, list(groups or []))
+    else:
+        pipeline, schema, meta = load_pipeline(model)
+        df, source, _ = read_table(data)
     target = target or schema.target
     if target not in df.columns:
         raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")

@@ -21,10 +21,10 @@ META = "meta.json"
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
 # Module prefixes whose types a frugalml model folder may contain; anything else is refused on load.
-# frugalml's own text and torch MLP estimators hold no code or pickled state: parameters, arrays and safetensors
-# bytes.
+# frugalml's own text, torch MLP and ONNX-graph estimators hold no code or pickled state: parameters, arrays,
+# safetensors and ONNX bytes.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.",
-                    "frugalml.candidates.text.", "frugalml.candidates.torch_mlp.")
+                    "frugalml.candidates.text.", "frugalml.candidates.torch_mlp.", "frugalml.candidates.onnx_graph.")
 
 
 class OnnxExportError(Exception):
@@ -318,8 +318,8 @@ def load_pipeline(path: str | os.PathLike):
             raise ModelError(f"{path} is a pickle, which can run arbitrary code when loaded; frugalml never "
                              "loads pickles: save the model with skops or ONNX")
         if p.suffix.lower() == ".onnx":
-            raise ModelError(f"{path}: compressing an ONNX file needs the graph techniques (quantization), which "
-                             "this version does not have; give the run directory of frugal select")
+            raise ModelError(f"{path} is a bare ONNX graph: it is read against the data (frugal compress MODEL.onnx "
+                             "--data ... --target ...), not loaded alone")
         if not (p.parent / META).exists():
             raise ModelError(f"{path} has no {META} beside it (the schema frugal select writes); "
                              "give the run directory or model/ folder")

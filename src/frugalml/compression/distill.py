@@ -32,6 +32,8 @@ def _applies(pipeline) -> bool:
 
     thin = (LinearRegression, LogisticRegression, Ridge, DecisionTreeClassifier, DecisionTreeRegressor)
     teacher = final_estimator(pipeline)
+    if len(getattr(pipeline, "steps", [])) < 2:  # no fitted preprocessing to give the student its features
+        return False
     # a teacher that reads raw text (a fine-tuned transformer) leaves no features for a classical student
     return not isinstance(teacher, thin) and not getattr(teacher, "reads_raw_text", False)
 

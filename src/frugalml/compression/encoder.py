@@ -43,10 +43,41 @@ def _models(pipeline) -> list:
     return [enc for _, enc, _ in encoders(pipeline)] + [m for m in [classifier(pipeline)] if m is not None]
 
 
-def applies(pipeline) -> bool:
+def graph_model(pipeline):
+    """The OnnxGraphModel (a bare ONNX file given as MODEL) that is the pipeline's model, or None."""
+    from ..candidates.onnx_graph import OnnxGraphModel
+    from . import final_estimator
+
+    model = final_estimator(pipeline)
+    return model if isinstance(model, OnnxGraphModel) else None
+
+
+def applies_minilm(pipeline) -> bool:
     """The pipeline runs MiniLM in fp32 torch (a variant is not compressed again)."""
     models = _models(pipeline)
     return bool(models) and all(m.runtime == "torch" for m in models)
+
+
+def applies(pipeline) -> bool:
+    """A graph technique applies: MiniLM in fp32 torch, or a bare ONNX graph not yet compressed."""
+    graph = graph_model(pipeline)
+    return applies_minilm(pipeline) or (graph is not None and not graph.compressed)
+
+
+def calibration_feeds(pipeline, X, limit: int) -> list[dict]:
+    """Input batches of the fp32 graph for up to ``limit`` of the rows ``X``, for calibrating activation ranges."""
+    graph = graph_model(pipeline)
+    if graph is not None:
+        return [graph.feeds(X.iloc[i:i + 64]) for i in range(0, min(len(X), limit), 64)]
+    from ..candidates.text import _batches, _tokenizer
+
+    sample, tokenizer = texts(pipeline, X, limit), _tokenizer()
+    feeds = []
+    for idx in _batches(sample, 16):  # similar lengths per batch: little padding in the ranges
+        b = tokenizer([sample[i] for i in idx], padding=True, truncation=True, max_length=max_length(pipeline),
+                      return_tensors="np")
+        feeds.append({"input_ids": b["input_ids"].astype("int64"), "attention_mask": b["attention_mask"].astype("int64")})
+    return feeds
 
 
 def _copy_with(est, runtime: str, graph, graph_optimization: str):
@@ -69,6 +100,13 @@ def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optim
     from . import with_final
 
     array = None if graph is None else np.frombuffer(graph, dtype=np.uint8).copy()
+    foreign = graph_model(pipeline)
+    if foreign is not None:  # a bare ONNX graph: the same estimator on the new graph
+        new = copy.copy(foreign)
+        new.__dict__.pop("_cached", None)
+        new.set_params(graph_optimization=graph_optimization, compressed=True)
+        new.onnx_graph_ = array
+        return with_final(pipeline, new)
     clf = classifier(pipeline)
     if clf is not None:
         return with_final(pipeline, _copy_with(clf, runtime, array, graph_optimization))
@@ -85,6 +123,9 @@ def fp32_graph(pipeline) -> bytes:
     """The fp32 ONNX graph of the pipeline's MiniLM network."""
     from ..candidates.text import export_encoder_onnx
 
+    graph = graph_model(pipeline)
+    if graph is not None:
+        return graph.onnx_graph_.tobytes()
     clf = classifier(pipeline)
     return clf.export_onnx() if clf is not None else export_encoder_onnx(encoders(pipeline)[0][1].max_length)
 

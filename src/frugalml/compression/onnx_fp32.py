@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import Technique, register_technique
-from .encoder import applies, fp32_graph, with_runtime
+from .encoder import applies_minilm, fp32_graph, with_runtime
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,6 @@ def _apply(pipeline, cfg: OnnxFp32Config, calibration=None):
     return with_runtime(pipeline, "onnx", fp32_graph(pipeline), cfg.graph_optimization)
 
 
-register_technique(Technique("onnx-fp32", OnnxFp32Config, _apply, applies, lambda p: [OnnxFp32Config()],
+register_technique(Technique("onnx-fp32", OnnxFp32Config, _apply, applies_minilm, lambda p: [OnnxFp32Config()],
                              description="run MiniLM (frozen encoder or fine-tuned classifier) as an fp32 ONNX graph on "
                                          "ONNX Runtime"))

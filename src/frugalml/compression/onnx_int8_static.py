@@ -1,4 +1,5 @@
-"""Static int8 quantization of the MiniLM encoder graph with ONNX Runtime (QDQ format), calibrated on data.
+"""Static int8 quantization of the MiniLM encoder graph (or of a bare ONNX model given as MODEL) with ONNX
+Runtime (QDQ format), calibrated on data.
 
 Unlike dynamic quantization, the activation ranges are fixed ahead of time: the graph runs on the
 calibration rows' texts, the min/max of every input to a quantized node is recorded, and QuantizeLinear /
@@ -19,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import Technique, register_technique
-from .encoder import applies, fp32_graph, max_length as text_length, quiet_quantizer, texts, with_runtime
+from .encoder import applies, calibration_feeds, fp32_graph, graph_model, quiet_quantizer, with_runtime
 
-CALIBRATION_TEXTS = 128
+CALIBRATION_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -30,33 +31,26 @@ class OnnxInt8StaticConfig:
     graph_optimization: str = "all"
 
 
-def _nodes(model, skip_ffn_output: bool) -> list[str]:
-    """MatMul and Gather nodes that read a weight (an initializer), minus the FFN output projections if asked."""
+def _nodes(model, skip_ffn_output: bool, op_types: tuple[str, ...]) -> list[str]:
+    """Nodes of ``op_types`` that read a weight (an initializer), minus the FFN output projections if asked."""
     weights = {t.name for t in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.op_type in ("MatMul", "Gather") and any(i in weights for i in n.input)]
+    nodes = [n for n in model.graph.node if n.op_type in op_types and any(i in weights for i in n.input)]
     # torch names nodes after module paths: .../layer.N/output/dense/MatMul is the FFN output, while
     # .../layer.N/attention/output/dense/MatMul is the attention output projection
     ffn = [n.name for n in nodes if "/output/dense/" in n.name and "/attention/" not in n.name]
     return [n.name for n in nodes if not (skip_ffn_output and n.name in ffn)]
 
 
-def quantize_graph(graph: bytes, calibration: list[str], max_length: int, skip_ffn_output: bool) -> bytes:
+def quantize_graph(graph: bytes, feeds: list[dict], skip_ffn_output: bool = False,
+                   op_types: tuple[str, ...] = ("MatMul", "Gather")) -> bytes:
+    """QDQ int8 of ``graph``'s weight products, activation ranges from running it on ``feeds`` (input batches).
+    MiniLM: MatMul and Gather (its classifier head, a Gemm, stays fp32); a bare graph: Gemm too."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    from ..candidates.text import _batches, _tokenizer
-
-    tokenizer = _tokenizer()
-
     class Reader(CalibrationDataReader):
         def __init__(self):
-            feeds = []
-            for idx in _batches(calibration, 16):  # similar lengths per batch: little padding in the ranges
-                b = tokenizer([calibration[i] for i in idx], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="np")
-                feeds.append({"input_ids": b["input_ids"].astype("int64"),
-                              "attention_mask": b["attention_mask"].astype("int64")})
             self.feeds = iter(feeds)
 
         def get_next(self):
@@ -68,19 +62,22 @@ def quantize_graph(graph: bytes, calibration: list[str], max_length: int, skip_f
         src.write_bytes(graph)
         quantize_static(src, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["MatMul", "Gather"], nodes_to_quantize=_nodes(model, skip_ffn_output),
+                        op_types_to_quantize=list(op_types), nodes_to_quantize=_nodes(model, skip_ffn_output, op_types),
                         calibrate_method=CalibrationMethod.MinMax)
         return out.read_bytes()
 
 
 def _apply(pipeline, cfg: OnnxInt8StaticConfig, calibration):
     X, _ = calibration
-    sample = texts(pipeline, X, CALIBRATION_TEXTS)
-    graph = quantize_graph(fp32_graph(pipeline), sample, text_length(pipeline), cfg.skip_ffn_output)
+    ops = ("MatMul", "Gemm", "Gather") if graph_model(pipeline) is not None else ("MatMul", "Gather")
+    graph = quantize_graph(fp32_graph(pipeline), calibration_feeds(pipeline, X, CALIBRATION_ROWS),
+                           cfg.skip_ffn_output, ops)
     return with_runtime(pipeline, "onnx", graph, cfg.graph_optimization)
 
 
 def _settings(pipeline) -> list[OnnxInt8StaticConfig]:
+    if graph_model(pipeline) is not None:  # FFN output projections are named so only in the MiniLM export
+        return [OnnxInt8StaticConfig()]
     return [OnnxInt8StaticConfig(skip_ffn_output=False), OnnxInt8StaticConfig(skip_ffn_output=True)]
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import Technique, register_technique
-from .encoder import applies, with_runtime
+from .encoder import applies_minilm, with_runtime
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,6 @@ def _settings(pipeline) -> list[TorchInt8DynamicConfig]:
     return [TorchInt8DynamicConfig(per_channel=True), TorchInt8DynamicConfig(per_channel=False)]
 
 
-register_technique(Technique("torch-int8-dynamic", TorchInt8DynamicConfig, _apply, applies, _settings,
+register_technique(Technique("torch-int8-dynamic", TorchInt8DynamicConfig, _apply, applies_minilm, _settings,
                              description="MiniLM with torch.ao dynamic int8 Linear layers (deprecated API; "
                                          "for comparison)"))

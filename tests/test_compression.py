@@ -210,3 +210,52 @@ def test_tree_prune_matches_the_forest_better_than_the_first_trees():
         assert len(pruned.steps[-1][1].estimators_) == k
         assert np.mean((pruned.predict(X_new) - full) ** 2) < np.mean((first.predict(X_new) - full) ** 2)
     assert len(pipe.steps[-1][1].estimators_) == 100
+
+
+def _walk(tree, X, depth):
+    """Reference for tree-depth: follow the original tree down to ``depth`` and read the node's value."""
+    t = tree.tree_
+    out = []
+    for x in X:
+        node, d = 0, 0
+        while t.children_left[node] != -1 and d < depth:
+            node = t.children_left[node] if x[t.feature[node]] <= t.threshold[node] else t.children_right[node]
+            d += 1
+        out.append(t.value[node][0])
+    return np.array(out)
+
+
+@pytest.mark.parametrize("kind", ["forest", "regressor", "tree"])
+def test_tree_depth_cuts_every_tree_at_the_depth(kind):
+    from sklearn.datasets import make_classification, make_regression
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.tree import DecisionTreeClassifier
+
+    from frugalml.compression.tree_depth import TreeDepthConfig
+
+    if kind == "regressor":
+        X, y = make_regression(600, 5, noise=10, random_state=0)
+        model = RandomForestRegressor(10, random_state=0).fit(X, y)
+    else:
+        X, y = make_classification(600, 8, random_state=0)
+        model = (RandomForestClassifier(10, random_state=0) if kind == "forest"
+                 else DecisionTreeClassifier(random_state=0)).fit(X, y)
+    pipe = Pipeline([("model", model)])
+    originals = model.estimators_ if kind != "tree" else [model]
+    before = ([t.tree_.node_count for t in originals], pipe.predict(X))
+    cut = compress(pipe, TreeDepthConfig(4))
+    trees = cut[-1].estimators_ if kind != "tree" else [cut[-1]]
+    assert all(t.tree_.max_depth == 4 and t.get_depth() == 4 for t in trees)
+    assert sum(t.tree_.node_count for t in trees) * 2 < sum(t.tree_.node_count for t in originals)
+    ref = np.mean([_walk(t, X, 4) for t in originals], axis=0)  # (n, classes) or (n, 1)
+    if kind == "regressor":
+        np.testing.assert_allclose(cut.predict(X), ref[:, 0], rtol=1e-9)
+    else:
+        np.testing.assert_allclose(cut.predict_proba(X), ref / ref.sum(1, keepdims=True), atol=1e-9)
+    assert [t.tree_.node_count for t in originals] == before[0]  # the input model is untouched
+    np.testing.assert_array_equal(pipe.predict(X), before[1])
+    from frugalml.candidates.artifact import load_skops, skops_bytes
+
+    again = load_skops(skops_bytes(cut), "cut")
+    np.testing.assert_array_equal(again.predict(X), cut.predict(X))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from . import register_candidate
 
 CLS, REG = ("classification",), ("regression",)
@@ -67,6 +69,13 @@ def _mlp(task, seed):
     return cls(hidden_layer_sizes=(128, 64), early_stopping=True, max_iter=300, random_state=seed)
 
 
+def _torch_mlp(task, seed):
+    from .torch_mlp import TorchMLPClassifier, TorchMLPRegressor
+
+    cls = TorchMLPClassifier if task == "classification" else TorchMLPRegressor
+    return cls(hidden_layer_sizes=(128, 64), seed=seed)
+
+
 register_candidate("dummy", _dummy, family="baseline", interpretable=True, rank=0)
 register_candidate("linear", _linear, family="linear", interpretable=True, rank=10)
 register_candidate("naive_bayes", _naive_bayes, family="naive_bayes", interpretable=True, tasks=CLS, rank=20)
@@ -76,3 +85,6 @@ register_candidate("random_forest", _forest, family="forest", rank=50, scale=Fal
 register_candidate("hist_gradient_boosting", _hgb, family="boosting", rank=60, scale=False)
 register_candidate("lightgbm", _lightgbm, family="boosting", rank=70, scale=False)
 register_candidate("mlp", _mlp, family="neural", rank=80)
+# needs torch (pip install 'frugalml[torch]', an optional extra): on the default ladder when torch is installed
+register_candidate("torch_mlp", _torch_mlp, family="neural", rank=85,
+                   default=importlib.util.find_spec("torch") is not None)

@@ -61,6 +61,9 @@ def with_final(pipeline, estimator):
 
 
 from . import boosting_truncate, distill, tree_prune, tree_subset  # noqa: E402,F401  (register the built-ins)
+# torch MLPs (candidates.torch_mlp): magnitude pruning, neuron pruning, distillation into a narrow MLP
+from . import distill_mlp, prune_magnitude, prune_neurons  # noqa: E402,F401,I001
+from . import tree_depth  # noqa: E402,F401  (shallower trees)
 # MiniLM text models: the encoder on another runtime (ONNX Runtime fp32 / int8 / fp16, torch int8)
 from . import onnx_fp32, onnx_int8_dynamic, onnx_int8_static, onnx_fp16, torch_int8_dynamic  # noqa: E402,F401,I001
 

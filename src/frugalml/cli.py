@@ -134,11 +134,14 @@ def select(
 
 @app.command()
 def compress(
-    model: str = typer.Argument(..., help="A run directory of frugal select (or its model/ folder), or an ONNX "
-                                          "file (read against --data; give --target)."),
+    model: str = typer.Argument(..., help="A run directory of frugal select (or its model/ folder), an ONNX file "
+                                          "or a local Hugging Face sequence-classifier folder (both read against "
+                                          "--data; give --target)."),
     data: str = typer.Option(..., "--data", help="Labelled rows the model did not train on (CSV, Parquet, builtin:NAME)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Target column (default: the model's)."),
     group: Optional[List[str]] = typer.Option(None, "--group", "-g", help="Column whose values are user groups; repeatable."),
+    text: Optional[List[str]] = typer.Option(None, "--text", help="Text column a Hugging Face model reads "
+                                             "(default: the data's text-like columns); repeatable."),
     techniques: Optional[str] = typer.Option(None, help="Comma-separated techniques (default: all that apply; see frugal list)."),
     metric: Optional[str] = typer.Option(None, help="Metric (default: the one the model was selected with)."),
     tolerance: float = typer.Option(0.01, help="Largest quality loss, in metric units, a variant may cost."),
@@ -169,7 +172,7 @@ def compress(
     names = [t.strip() for t in techniques.split(",") if t.strip()] if techniques else None
     cost = _cost_config(threads, throughput_batch, memory_probe, usd_per_hour, instance_vcpus, grid_intensity)
     _run(run_compress, (model, data), _console(quiet), quiet, json_out, target=target, groups=group or None,
-         techniques=names, metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
+         text=text or None, techniques=names, metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
          cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite, cost=cost)
 
 

@@ -220,7 +220,7 @@ def _plain(o):
     return o
 
 
-def compress(model, data, target: str | None = None, *, groups: list[str] | None = None,
+def compress(model, data, target: str | None = None, *, groups: list[str] | None = None, text: list[str] | None = None,
              techniques: list[str] | None = None, metric: str | None = None, tolerance: float = 0.01,
              alpha: float = 0.05, min_group_size: int = 30, cost_priority: str = "latency", seed: int = 0,
              n_boot: int = 400, out: str | os.PathLike | None = None, overwrite: bool = False,
@@ -228,7 +228,9 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     """Find the cheapest compressed variant of a selected model whose quality holds, overall and per group.
 
     ``model``: a run directory of ``select`` or its ``model/`` folder, or a bare ONNX file (its inputs named as
-    the data's columns, or one numeric matrix; ``target`` required), never modified. ``data``: labelled
+    the data's columns, or one numeric matrix; ``target`` required), or a local Hugging Face sequence-classifier
+    folder (``text``: its text columns, default the data's text-like ones; ``target`` required); never
+    modified. ``data``: labelled
     rows the model did not train on, split 30/70: calibration (for distillation) and evaluation.
     """
     import time
@@ -248,6 +250,8 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         _prepare_out(out_path, overwrite)
+    from .candidates.hf_text import is_hf_folder, load_hf_model
+
     if str(model).lower().endswith(".onnx") and Path(model).is_file():  # a bare graph: the data names its columns
         from .candidates.onnx_graph import load_onnx_model
 
@@ -257,6 +261,11 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
         if target not in df.columns:
             raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
         pipeline, schema, meta = load_onnx_model(model, df[df[target].notna()], target, list(groups or []))
+    elif is_hf_folder(model):  # a Hugging Face sequence classifier: the data names its text columns and labels
+        df, source, _ = read_table(data)
+        if not target or target not in df.columns:
+            raise DataError(f"give --target: the column of {list(df.columns)} the Hugging Face model predicts")
+        pipeline, schema, meta = load_hf_model(model, df[df[target].notna()], target, text)
     else:
         pipeline, schema, meta = load_pipeline(model)
         df, source, _ = read_table(data)

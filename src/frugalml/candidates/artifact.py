@@ -24,7 +24,8 @@ SKOPS_FILE = "model.skops"
 # frugalml's own text, torch MLP and ONNX-graph estimators hold no code or pickled state: parameters, arrays,
 # safetensors and ONNX bytes.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.",
-                    "frugalml.candidates.text.", "frugalml.candidates.torch_mlp.", "frugalml.candidates.onnx_graph.")
+                    "frugalml.candidates.text.", "frugalml.candidates.torch_mlp.", "frugalml.candidates.onnx_graph.",
+                    "frugalml.candidates.hf_text.")
 
 
 class OnnxExportError(Exception):

@@ -412,6 +412,17 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         hidden = net["encoder"](**batch).last_hidden_state  # (B, T, 384)
         return net["head"](_mean_pool(hidden, batch["attention_mask"]))  # (B, classes)
 
+    def _get_tokenizer(self):
+        """The tokenizer of the network (a subclass for other models brings its own)."""
+        return _tokenizer()
+
+    def _probabilities(self, net, input_ids, attention_mask):
+        """(B, T) int64 tensors -> class probabilities (B, classes) from ``net``."""
+        import torch
+
+        hidden = net["encoder"](input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        return torch.softmax(net["head"](_mean_pool(hidden, attention_mask)), dim=1)
+
     def _network(self):
         """The fitted network, rebuilt from ``weights_`` (safetensors) after loading."""
         if getattr(self, "_net", None) is None:
@@ -441,7 +452,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         (B, classes) float32; eager attention, as ``export_encoder_onnx``."""
         import torch
 
-        net = self._build_network("eager")
+        net, probabilities = self._build_network("eager"), self._probabilities
 
         class Probabilities(torch.nn.Module):
             def __init__(self, net):
@@ -449,8 +460,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
                 self.net = net
 
             def forward(self, input_ids, attention_mask):  # (B, T), (B, T) -> (B, classes)
-                hidden = self.net["encoder"](input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                return torch.softmax(self.net["head"](_mean_pool(hidden, attention_mask)), dim=1)
+                return probabilities(self.net, input_ids, attention_mask)
 
         return _to_onnx(Probabilities(net), "probabilities")
 
@@ -467,14 +477,12 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
 
         def probabilities(ids, mask):
             with torch.inference_mode():
-                ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
-                hidden = net["encoder"](input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-                return torch.softmax(net["head"](_mean_pool(hidden, mask)), dim=1).numpy()
+                return self._probabilities(net, torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
         return probabilities
 
     def predict_proba(self, X):
         _check_runtime(self)
-        tokenizer = _tokenizer()
+        tokenizer = self._get_tokenizer()
         texts = self._join(X, tokenizer.sep_token)
         probabilities = _onnx_runner(self) if self.runtime == "onnx" else self._torch_probabilities()
         out = np.zeros((len(texts), len(self.classes_)))
@@ -492,7 +500,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
 
     def __getstate__(self):
         state = dict(super().__getstate__())
-        for cached in ("_net", "_net_int8", "_session"):  # rebuilt from weights_ / onnx_graph_
+        for cached in ("_net", "_net_int8", "_session", "_tok"):  # rebuilt from weights_ / onnx_graph_ / files
             state.pop(cached, None)
         return state
 

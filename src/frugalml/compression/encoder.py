@@ -71,7 +71,8 @@ def calibration_feeds(pipeline, X, limit: int) -> list[dict]:
         return [graph.feeds(X.iloc[i:i + 64]) for i in range(0, min(len(X), limit), 64)]
     from ..candidates.text import _batches, _tokenizer
 
-    sample, tokenizer = texts(pipeline, X, limit), _tokenizer()
+    clf = classifier(pipeline)
+    sample, tokenizer = texts(pipeline, X, limit), clf._get_tokenizer() if clf is not None else _tokenizer()
     feeds = []
     for idx in _batches(sample, 16):  # similar lengths per batch: little padding in the ranges
         b = tokenizer([sample[i] for i in idx], padding=True, truncation=True, max_length=max_length(pipeline),
@@ -136,11 +137,11 @@ def max_length(pipeline) -> int:
 
 def texts(pipeline, X, limit: int) -> list[str]:
     """Up to ``limit`` of the texts the MiniLM network reads for the rows ``X`` (as the pipeline receives them)."""
-    from ..candidates.text import _texts, _tokenizer
+    from ..candidates.text import _texts
 
     clf = classifier(pipeline)
     if clf is not None:
-        return clf._join(pipeline[:-1].transform(X[:limit]), _tokenizer().sep_token)
+        return clf._join(pipeline[:-1].transform(X[:limit]), clf._get_tokenizer().sep_token)
     out: list[str] = []
     for _, _, col in encoders(pipeline):
         column = X.iloc[:, col] if hasattr(X, "iloc") else np.asarray(X, dtype=object)[:, col]

@@ -21,11 +21,11 @@ META = "meta.json"
 ONNX_FILE = "model.onnx"
 SKOPS_FILE = "model.skops"
 # Module prefixes whose types a frugalml model folder may contain; anything else is refused on load.
-# frugalml's own text, torch MLP and ONNX-graph estimators hold no code or pickled state: parameters, arrays,
-# safetensors and ONNX bytes.
+# frugalml's own text, torch MLP, ONNX-graph and pruned-encoder estimators hold no code or pickled state:
+# parameters, arrays, safetensors and ONNX bytes.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.",
                     "frugalml.candidates.text.", "frugalml.candidates.torch_mlp.", "frugalml.candidates.onnx_graph.",
-                    "frugalml.candidates.hf_text.")
+                    "frugalml.candidates.hf_text.", "frugalml.compression.prune_encoder.")
 
 
 class OnnxExportError(Exception):

@@ -61,6 +61,8 @@ def with_final(pipeline, estimator):
 
 
 from . import boosting_truncate, distill, tree_prune, tree_subset  # noqa: E402,F401  (register the built-ins)
+# text models: a neural teacher distilled into TF-IDF + linear; MiniLM with fewer layers / FFN neurons
+from . import distill_text, prune_encoder  # noqa: E402,F401,I001
 # torch MLPs (candidates.torch_mlp): magnitude pruning, neuron pruning, distillation into a narrow MLP
 from . import distill_mlp, prune_magnitude, prune_neurons  # noqa: E402,F401,I001
 from . import tree_depth  # noqa: E402,F401  (shallower trees)

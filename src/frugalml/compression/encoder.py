@@ -128,7 +128,10 @@ def fp32_graph(pipeline) -> bytes:
     if graph is not None:
         return graph.onnx_graph_.tobytes()
     clf = classifier(pipeline)
-    return clf.export_onnx() if clf is not None else export_encoder_onnx(encoders(pipeline)[0][1].max_length)
+    if clf is not None:
+        return clf.export_onnx()
+    encoder = encoders(pipeline)[0][1]  # a pruned encoder exports its own network
+    return encoder.export_onnx() if hasattr(encoder, "export_onnx") else export_encoder_onnx(encoder.max_length)
 
 
 def max_length(pipeline) -> int:

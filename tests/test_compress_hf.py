@@ -106,3 +106,32 @@ def test_bad_hugging_face_input_exits_2(case, hf_case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_half_precision_folder_with_its_own_small_vocabulary(tmp_path):
+    """Weights saved in fp16 are read as fp32 (the reference every variant is judged against), and the ONNX
+    export traces with the model's own tokenizer (a 300-word vocabulary, not MiniLM's)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = [f"w{i}" for i in range(296)]
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *words])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+                                                cls_token="[CLS]", sep_token="[SEP]")
+    config = transformers.BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, num_labels=2)
+    torch.manual_seed(0)
+    transformers.BertForSequenceClassification(config).half().save_pretrained(tmp_path / "m")
+    fast.save_pretrained(tmp_path / "m")
+    est = HFTextClassifier.from_folder(tmp_path / "m", [0, 1, 1])
+    assert est.labels_ == [0, 1] and next(est._network().parameters()).dtype == torch.float32
+    from frugalml.compression.onnx_fp32 import OnnxFp32Config  # noqa: F401  (registers the technique)
+    from frugalml.candidates.artifact import ort_session
+
+    texts = np.asarray(["w1 w2 w3", "w5 w9"], dtype=object).reshape(-1, 1)
+    session = ort_session(est.export_onnx())
+    batch = est._get_tokenizer()(["w1 w2 w3", "w5 w9"], padding=True, return_tensors="np")
+    onnx_p = session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
+                                "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
+    np.testing.assert_allclose(onnx_p, est.predict_proba(texts), atol=1e-5)

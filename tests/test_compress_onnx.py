@@ -144,3 +144,23 @@ def test_bad_onnx_input_exits_2(case, mlp_case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_numeric_labels_match_by_value_and_unknown_labels_are_an_error():
+    """A float target (a column that had NaNs) against a graph answering int64 labels: 1.0 is class 1."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    from frugalml.errors import ModelError
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    df["y"] = (df.a > 0).astype(int)
+    lr = LogisticRegression().fit(df[["a", "b"]], df.y)
+    graph = to_onnx(lr, initial_types=[("features", FloatTensorType([None, 2]))],
+                    target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
+    est, schema = OnnxGraphModel.from_graph(graph, df.assign(y=df.y.astype(float)), "y", [])
+    assert (est.predict(df[["a", "b"]]) == lr.predict(df[["a", "b"]])).all()
+    with pytest.raises(ModelError, match="answers label"):
+        OnnxGraphModel.from_graph(graph, df.assign(y=df.y + 5), "y", [])

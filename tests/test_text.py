@@ -166,6 +166,11 @@ def test_minilm_linear_saves_without_weights_and_reloads(tmp_path, debates):
 
     assert external_bytes(pipe) == (model_path() / "model.safetensors").stat().st_size > 80_000_000
     assert external_bytes(MiniLMEncoder(runtime="onnx")) == 0
+    from sklearn.compose import ColumnTransformer
+
+    two = ColumnTransformer([("t0", MiniLMEncoder(), 0), ("t1", MiniLMEncoder(), 1)])
+    two.transformers_ = two.transformers  # one encoder file read for two text columns: counted once
+    assert external_bytes(two) == external_bytes(pipe)
     save_model_dir(tmp_path / "m", schema=task.schema, name="minilm_linear", skops_data=data, onnx_data=None)
     model = frugalml.load(tmp_path / "m")
     assert model.format == "skops"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -154,6 +155,23 @@ def ort_session(onnx_bytes: bytes, threads: int | None = None, graph_optimizatio
         return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own error classes for bad graphs
         raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0][:200]}") from None
+
+
+def cached_session(est, cache: str = "_session"):
+    """The ONNX Runtime session of an estimator holding ``onnx_graph_`` (uint8 array), ``threads`` and
+    ``graph_optimization``: built on first use, kept on the estimator (never saved), rebuilt when the thread
+    count or the level changes. ``threads=None`` follows torch's thread count when torch is loaded (so one
+    threadpoolctl limit holds for both runtimes), else the CPU count."""
+    threads = est.threads
+    if not threads:
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch is not None else (os.cpu_count() or 1)
+    key = (threads, est.graph_optimization)
+    cached = getattr(est, cache, None)
+    if cached is None or cached[0] != key:
+        cached = (key, ort_session(est.onnx_graph_.tobytes(), threads, est.graph_optimization))
+        setattr(est, cache, cached)
+    return cached[1]
 
 
 class OnnxPredictor:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, ModelError
-from .text import MiniLMClassifier, _transformers
+from .text import MiniLMClassifier, _transformers, state_bytes
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                    "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model")
@@ -34,7 +34,7 @@ def is_hf_folder(path) -> bool:
 class HFTextClassifier(MiniLMClassifier):
     """A fitted sequence classifier read from a Hugging Face folder (``from_folder``); ``fit`` keeps it as is."""
 
-    def __init__(self, max_length: int = 256, batch_size: int = 32, runtime: str = "torch",
+    def __init__(self, max_length: int = 512, batch_size: int = 32, runtime: str = "torch",
                  graph_optimization: str = "all", threads: int | None = None):
         self.max_length = max_length
         self.batch_size = batch_size
@@ -46,7 +46,6 @@ class HFTextClassifier(MiniLMClassifier):
     def from_folder(cls, folder, labels) -> "HFTextClassifier":
         """Read ``folder`` and map its outputs to the data's ``labels`` (the target's values)."""
         import torch
-        from safetensors.torch import save
 
         folder = Path(folder)
         if not (folder / "model.safetensors").exists():
@@ -56,8 +55,8 @@ class HFTextClassifier(MiniLMClassifier):
                 "save_pretrained(..., safe_serialization=True))" if pickled else ""))
         tf = _transformers()
         try:
-            net = tf.AutoModelForSequenceClassification.from_pretrained(str(folder), local_files_only=True,
-                                                                       use_safetensors=True).eval()
+            net = tf.AutoModelForSequenceClassification.from_pretrained(
+                str(folder), local_files_only=True, use_safetensors=True, dtype=torch.float32).eval()  # fp32 reference
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise ModelError(f"{folder} is not a sequence classifier transformers can load: "
                              f"{str(exc).splitlines()[0][:200]}") from None
@@ -71,8 +70,7 @@ class HFTextClassifier(MiniLMClassifier):
                                               else data.decode())
         if not est.tokenizer_files_:
             raise ModelError(f"{folder} holds no tokenizer files ({', '.join(TOKENIZER_FILES[:2])}, ...)")
-        state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-        est.weights_ = np.frombuffer(save(state), dtype=np.uint8).copy()
+        est.weights_ = state_bytes(net)
         est._net = net
         est.labels_ = _labels(net.config, labels)
         est.classes_ = np.arange(len(est.labels_))  # the pipeline predicts class indices, as frugalml's own
@@ -109,12 +107,13 @@ class HFTextClassifier(MiniLMClassifier):
         return self._tok
 
     def _build_network(self, attn_implementation: str | None = None):
+        import torch
         from safetensors.torch import load
 
         tf = _transformers()
         config = tf.AutoConfig.for_model(**json.loads(self.config_))
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        net = tf.AutoModelForSequenceClassification.from_config(config, **extra)
+        net = tf.AutoModelForSequenceClassification.from_config(config, dtype=torch.float32, **extra)
         try:
             net.load_state_dict(load(bytes(self.weights_)), strict=True)
         except RuntimeError as exc:

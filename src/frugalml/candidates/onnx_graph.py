@@ -50,7 +50,7 @@ class OnnxGraphModel(BaseEstimator):
         """Read the graph's inputs and outputs against the data -> (estimator, schema); clear errors else."""
         est = cls()
         est.onnx_graph_ = np.frombuffer(graph, dtype=np.uint8).copy()
-        session = est._session()
+        session = est._ort()
         inputs = session.get_inputs()
         named = [i for i in inputs if i.name in frame.columns and i.name != target]
         if inputs and len(named) == len(inputs):
@@ -88,8 +88,17 @@ class OnnxGraphModel(BaseEstimator):
                 raise DataError(f"the ONNX model scores {est.width_} classes; target {target!r} has {len(classes)} "
                                 f"values ({classes[:6]})")
             est.classes_ = np.arange(len(classes))
-            est.labels_ = [str(c) for c in classes]
-        return est, Schema(est.task_, numeric, categorical, target, classes)
+            est.labels_ = [_key(c) for c in classes]
+        schema = Schema(est.task_, numeric, categorical, target, classes)
+        from ..data.task import prepare_frame
+
+        try:  # a graph that loads may still not run on these columns (shapes, types): say so now
+            est.predict(prepare_frame(frame.head(2), schema))
+        except (DataError, ModelError):
+            raise
+        except Exception as exc:  # onnxruntime raises its own error classes
+            raise ModelError(f"the ONNX model does not run on the data's rows: {str(exc).splitlines()[0][:200]}") from None
+        return est, schema
 
     # -- prediction --------------------------------------------------------------------------------------
     def fit(self, X, y=None):  # the graph is already trained; sklearn's API wants fit
@@ -100,16 +109,10 @@ class OnnxGraphModel(BaseEstimator):
         tags.estimator_type = "classifier" if getattr(self, "task_", None) == "classification" else "regressor"
         return tags
 
-    def _session(self):
-        import torch  # noqa: F401  (thread count: the same rule as the MiniLM sessions)
+    def _ort(self):
+        from .artifact import cached_session
 
-        from .artifact import ort_session
-
-        threads = self.threads or torch.get_num_threads()
-        key = (threads, self.graph_optimization)
-        if getattr(self, "_cached", None) is None or self._cached[0] != key:
-            self._cached = (key, ort_session(self.onnx_graph_.tobytes(), threads, self.graph_optimization))
-        return self._cached[1]
+        return cached_session(self)
 
     def feeds(self, X: pd.DataFrame) -> dict[str, np.ndarray]:
         if self.feed_mode_ == "matrix":
@@ -119,7 +122,7 @@ class OnnxGraphModel(BaseEstimator):
 
     def _run(self, X):
         names = [n for n in (self.label_output_, self.proba_output_) if n is not None]
-        return dict(zip(names, self._session().run(names, self.feeds(X))))
+        return dict(zip(names, self._ort().run(names, self.feeds(X))))
 
     def predict_proba(self, X) -> np.ndarray:
         if self.task_ != "classification":
@@ -129,7 +132,7 @@ class OnnxGraphModel(BaseEstimator):
             return np.eye(len(self.labels_))[self._label_index(out[self.label_output_])]
         p = out[self.proba_output_]
         if isinstance(p, list):  # skl2onnx ZipMap: one {label: probability} per row, keys int64 or strings
-            return np.array([[{str(k): v for k, v in row.items()}.get(k, 0.0) for k in self.labels_] for row in p])
+            return np.array([[{_key(k): v for k, v in row.items()}.get(k, 0.0) for k in self.labels_] for row in p])
         p = np.asarray(p, dtype=np.float64).reshape(len(X), -1)
         if (p < 0).any() or not np.allclose(p.sum(1), 1.0, atol=1e-3):  # logits
             p = np.exp(p - p.max(1, keepdims=True))
@@ -138,7 +141,12 @@ class OnnxGraphModel(BaseEstimator):
 
     def _label_index(self, labels) -> np.ndarray:
         index = {k: i for i, k in enumerate(self.labels_)}
-        return np.array([index.get(str(v), -1) for v in np.asarray(labels).reshape(-1)])
+        keys = [_key(v) for v in np.asarray(labels).reshape(-1)]
+        unknown = sorted({k for k in keys if k not in index})
+        if unknown:
+            raise ModelError(f"the ONNX model answers label(s) {unknown[:5]} that the target does not have "
+                             f"({self.labels_[:6]})")
+        return np.array([index[k] for k in keys])
 
     def predict(self, X) -> np.ndarray:
         if self.task_ == "regression":
@@ -155,8 +163,18 @@ class OnnxGraphModel(BaseEstimator):
 
     def __getstate__(self):
         state = dict(super().__getstate__())
-        state.pop("_cached", None)
+        state.pop("_session", None)
         return state
+
+
+def _key(label) -> str:
+    """A label as text, numbers by value: 1, 1.0, np.int64(1) and "1" are one class; b"yes" is "yes"."""
+    if isinstance(label, bytes):
+        label = label.decode()
+    try:
+        return repr(float(label))
+    except (TypeError, ValueError):
+        return str(label)
 
 
 def _outputs(session) -> tuple[str, str | None, str | None, int | None]:

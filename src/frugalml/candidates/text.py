@@ -222,9 +222,9 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
         """The encoder's parameters: deployed with the model although not learned by this fit."""
         return _safetensors_params(model_path() / "model.safetensors")
 
-    def frugal_external_bytes(self) -> int:
+    def frugal_external_files(self) -> list:
         """The torch runtimes read the package's weight file; the ONNX runtime's graph is in this estimator."""
-        return 0 if self.runtime == "onnx" else (model_path() / "model.safetensors").stat().st_size
+        return [] if self.runtime == "onnx" else [model_path() / "model.safetensors"]
 
     def __getstate__(self):
         state = dict(super().__getstate__())
@@ -255,28 +255,24 @@ def _encoder_int8(per_channel: bool):
 def _onnx_runner(est):
     """(input_ids, attention_mask) -> the graph's output, on ``est.onnx_graph_`` in an ONNX Runtime session
     cached on ``est`` (not saved) and rebuilt when the thread count or the optimisation level changes."""
-    import torch
+    from .artifact import cached_session
 
-    graph = getattr(est, "onnx_graph_", None)
-    if graph is None:
+    if getattr(est, "onnx_graph_", None) is None:
         raise ModelError(f"this {type(est).__name__} runs on ONNX Runtime but holds no graph (onnx_graph_); fit it")
-    threads = est.threads or torch.get_num_threads()
-    key = (threads, est.graph_optimization)
-    if getattr(est, "_session", None) is None or est._session[0] != key:
-        est._session = (key, encoder_session(graph.tobytes(), est.graph_optimization, threads))
-    session = est._session[1]
+    session = cached_session(est)
     return lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
 
-def _to_onnx(module, output: str) -> bytes:
+def _to_onnx(module, output: str, tokenizer=None) -> bytes:
     """A module (input_ids, attention_mask) (B, T) int64 -> (B, k) as ONNX bytes, B and T dynamic, by torch's
-    TorchScript exporter (opset 17; no onnxscript needed)."""
+    TorchScript exporter (opset 17; no onnxscript needed); traced on ids from ``tokenizer`` (MiniLM's)."""
     import io
     import warnings
 
     import torch
 
-    example = _tokenizer()(["an example", "a longer example sentence to trace"], padding=True, return_tensors="pt")
+    example = (tokenizer or _tokenizer())(["an example", "a longer example sentence to trace"], padding=True,
+                                          return_tensors="pt")
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
@@ -313,6 +309,14 @@ def export_encoder_onnx(max_length: int = 256) -> bytes:
 
     _LOADED[key] = _to_onnx(Pooled(encoder), "embedding")
     return _LOADED[key]
+
+
+def state_bytes(module) -> np.ndarray:
+    """A module's weights as the bytes of a safetensors file, in a uint8 array (what skops saves)."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    return np.frombuffer(save(state), dtype=np.uint8).copy()
 
 
 def _quantize_int8(module, per_channel: bool):
@@ -372,7 +376,6 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         import torch
-        from safetensors.torch import save
 
         _check_runtime(self)
         tf = _transformers()
@@ -400,8 +403,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
                 loss.backward()
                 opt.step()
         net.eval()
-        state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-        self.weights_ = np.frombuffer(save(state), dtype=np.uint8).copy()
+        self.weights_ = state_bytes(net)
         self._net = net
         if self.runtime == "onnx":
             self.onnx_graph_ = np.frombuffer(self.export_onnx(), dtype=np.uint8).copy()
@@ -462,7 +464,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
             def forward(self, input_ids, attention_mask):  # (B, T), (B, T) -> (B, classes)
                 return probabilities(self.net, input_ids, attention_mask)
 
-        return _to_onnx(Probabilities(net), "probabilities")
+        return _to_onnx(Probabilities(net), "probabilities", self._get_tokenizer())
 
     def _torch_probabilities(self):
         """(input_ids, attention_mask) (B, T) int64 arrays -> (B, classes) probabilities, on a torch network."""

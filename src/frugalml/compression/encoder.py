@@ -104,7 +104,7 @@ def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optim
     foreign = graph_model(pipeline)
     if foreign is not None:  # a bare ONNX graph: the same estimator on the new graph
         new = copy.copy(foreign)
-        new.__dict__.pop("_cached", None)
+        new.__dict__.pop("_session", None)
         new.set_params(graph_optimization=graph_optimization, compressed=True)
         new.onnx_graph_ = array
         return with_final(pipeline, new)

@@ -69,11 +69,7 @@ def _load(net, weights: np.ndarray):
     return net.eval()
 
 
-def _weights(module) -> np.ndarray:
-    from safetensors.torch import save
-
-    state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-    return np.frombuffer(save(state), dtype=np.uint8).copy()
+_weights = minilm.state_bytes
 
 
 class PrunedMiniLMEncoder(MiniLMEncoder):
@@ -129,8 +125,8 @@ class PrunedMiniLMEncoder(MiniLMEncoder):
     def frugal_param_count(self) -> int:
         return minilm._safetensors_params(self.weights_.tobytes())
 
-    def frugal_external_bytes(self) -> int:
-        return 0  # its weights are in the estimator (the model file), not read from the package
+    def frugal_external_files(self) -> list:
+        return []  # its weights are in the estimator (the model file), not read from the package
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -7,6 +7,7 @@ for reference: it is what a user ships without frugalml.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -41,14 +42,20 @@ _NOT_PARAMS = {"classes_", "n_iter_", "n_features_in_", "feature_names_in_", "n_
 
 def external_bytes(obj) -> int:
     """Bytes a model reads from outside its own file when deployed (the frozen MiniLM encoder's weights, loaded
-    from an installed package), through pipelines and column transformers; counted in its size."""
-    if hasattr(obj, "frugal_external_bytes"):
-        return int(obj.frugal_external_bytes())
+    from an installed package), through pipelines and column transformers; counted in its size. A file
+    several parts read (one encoder for two text columns) is loaded, and counted, once."""
+    return sum(os.path.getsize(f) for f in _external_files(obj))
+
+
+def _external_files(obj) -> set:
+    if hasattr(obj, "frugal_external_files"):
+        return {str(f) for f in obj.frugal_external_files()}
+    parts = []
     if hasattr(obj, "steps"):
-        return sum(external_bytes(s) for _, s in obj.steps if s not in (None, "passthrough"))
-    if hasattr(obj, "transformers_"):
-        return sum(external_bytes(t) for _, t, _ in obj.transformers_ if not isinstance(t, str))
-    return 0
+        parts = [s for _, s in obj.steps if s not in (None, "passthrough")]
+    elif hasattr(obj, "transformers_"):
+        parts = [t for _, t, _ in obj.transformers_ if not isinstance(t, str)]
+    return set().union(*(_external_files(p) for p in parts))
 
 
 def count_params(obj, _seen=None) -> int:

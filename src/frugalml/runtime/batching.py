@@ -145,8 +145,9 @@ class BatchEngine:
             self._emit(i, sample(logits[i], self.running[i].sampling, self.generators[i]))
         self.steps += 1
         self.batch_sizes.append(n)
+        done += self._retire()  # its cache-row moves count with the decode step
         self.decode_s += time.perf_counter() - t1
-        return done + self._retire()
+        return done
 
     @property
     def decode_tokens_per_s(self) -> float:

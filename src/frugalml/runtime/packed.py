@@ -18,6 +18,8 @@ from torch import nn
 from ..errors import ConfigError
 
 AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+# oneDNN's bf16 matmul needs AVX-512 BF16/BW or AVX-NE-CONVERT; elsewhere bf16 layers stay as they are
+BF16 = AVAILABLE and hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported") and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 @torch.library.custom_op("frugalml::packed_linear", mutates_args=())
@@ -52,7 +54,7 @@ def pack_linears(model: nn.Module) -> nn.Module:
         raise ConfigError("packed weights need PyTorch built with oneDNN (mkldnn); run without packing")
     for name, child in list(model.named_children()):
         if isinstance(child, nn.Linear):
-            if child.weight.dtype in (torch.float32, torch.bfloat16):
+            if child.weight.dtype == torch.float32 or (child.weight.dtype == torch.bfloat16 and BF16):
                 setattr(model, name, PackedLinear(child))
         else:
             pack_linears(child)

@@ -45,8 +45,6 @@ def generate_prompt_lookup(model, prompt: list[int], max_new_tokens: int, cfg: S
     """Generation with prompt lookup; -> (generation, stats with forward passes and acceptance)."""
     if max_new_tokens < 2 or not prompt:
         return generate(model, prompt, max_new_tokens, cfg, eos_id, on_token), {}
-    if len(prompt) + max_new_tokens > model.spec.max_positions:  # let the plain loop raise its clear error
-        return generate(model, prompt, max_new_tokens, cfg, eos_id, on_token), {}
     check_request(model, prompt, max_new_tokens, cfg)
     generator = new_generator(cfg)
     device = model.embed_tokens.weight.device

@@ -203,16 +203,7 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
 
     def _torch_embed(self):
         """(input_ids, attention_mask) (B, T) int64 arrays -> (B, H) unit vectors, on a torch model."""
-        import torch
-
-        model = _encoder() if self.runtime == "torch" else _encoder_int8(self.runtime.endswith("per-channel"))
-
-        def embed(ids, mask):
-            with torch.inference_mode():
-                ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
-                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-                return torch.nn.functional.normalize(_mean_pool(hidden, mask), dim=1).numpy()
-        return embed
+        return embedder(_encoder() if self.runtime == "torch" else _encoder_int8(self.runtime.endswith("per-channel")))
 
     def _onnx_embed(self):
         """The same function on the ONNX graph."""
@@ -290,13 +281,19 @@ def export_encoder_onnx(max_length: int = 256) -> bytes:
     With eager attention (plain MatMul + Softmax, which ONNX Runtime's quantizer handles and which leaves
     fewer nodes than the SDPA path).
     """
-    import torch
-
     key = (str(model_path()), f"onnx-{max_length}")
     if key in _LOADED:
         return _LOADED[key]
     encoder = _transformers().AutoModel.from_pretrained(str(model_path()), local_files_only=True,
                                                         use_safetensors=True, attn_implementation="eager").eval()
+    _LOADED[key] = pooled_onnx(encoder)
+    return _LOADED[key]
+
+
+def pooled_onnx(encoder) -> bytes:
+    """An encoder with MiniLM's pooling (mean of the token vectors, L2-normalised) as ONNX bytes:
+    (input_ids, attention_mask) (B, T) int64 -> embedding (B, H)."""
+    import torch
 
     class Pooled(torch.nn.Module):
         def __init__(self, encoder):
@@ -307,8 +304,19 @@ def export_encoder_onnx(max_length: int = 256) -> bytes:
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             return torch.nn.functional.normalize(_mean_pool(hidden, attention_mask), dim=1)
 
-    _LOADED[key] = _to_onnx(Pooled(encoder), "embedding")
-    return _LOADED[key]
+    return _to_onnx(Pooled(encoder), "embedding")
+
+
+def embedder(model):
+    """(input_ids, attention_mask) (B, T) int64 arrays -> (B, H) unit vectors from a torch encoder."""
+    import torch
+
+    def embed(ids, mask):
+        with torch.inference_mode():
+            ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+            hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
+            return torch.nn.functional.normalize(_mean_pool(hidden, mask), dim=1).numpy()
+    return embed
 
 
 def state_bytes(module) -> np.ndarray:

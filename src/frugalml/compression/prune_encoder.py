@@ -92,35 +92,16 @@ class PrunedMiniLMEncoder(MiniLMEncoder):
 
     def _torch_embed(self):
         """(input_ids, attention_mask) (B, T) int64 arrays -> (B, H) unit vectors, on the pruned network."""
-        import torch
-
         model = self._network()
         if self.runtime != "torch":
             if getattr(self, "_net_int8", None) is None:
                 self._net_int8 = minilm._quantize_int8(model, self.runtime.endswith("per-channel"))
             model = self._net_int8
-
-        def embed(ids, mask):
-            with torch.inference_mode():
-                ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
-                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-                return torch.nn.functional.normalize(minilm._mean_pool(hidden, mask), dim=1).numpy()
-        return embed
+        return minilm.embedder(model)
 
     def export_onnx(self) -> bytes:
         """The pruned network with its pooling as ONNX bytes, as ``text.export_encoder_onnx`` gives the full one."""
-        import torch
-
-        class Pooled(torch.nn.Module):
-            def __init__(self, encoder):
-                super().__init__()
-                self.encoder = encoder
-
-            def forward(self, input_ids, attention_mask):  # (B, T), (B, T) -> (B, H)
-                hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-                return torch.nn.functional.normalize(minilm._mean_pool(hidden, attention_mask), dim=1)
-
-        return minilm._to_onnx(Pooled(_load(_bert(self.config_, "eager"), self.weights_)), "embedding")
+        return minilm.pooled_onnx(_load(_bert(self.config_, "eager"), self.weights_))
 
     def frugal_param_count(self) -> int:
         return minilm._safetensors_params(self.weights_.tobytes())

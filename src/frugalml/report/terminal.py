@@ -68,11 +68,14 @@ def print_lm_bench(r: dict, console=None) -> None:
         t.add_row("speculative acceptance", f(r["acceptance_rate"], ".2f"), "guessed tokens the model kept")
     if "batched" in r:
         b = r["batched"]
+        vs, vs_decode = "not speculating, unlike batch 1", "not speculating"  # no like-for-like batch-1 rate
+        if b["ratio_to_batch1"] is not None:
+            vs, vs_decode = f"{f(b['ratio_to_batch1'])}x batch 1", f"{f(b['decode_ratio_to_batch1'])}x batch-1 decode"
         t.add_row(f"total tokens/s, {b['batch']} concurrent", f(b["total_tokens_per_s"]),
-                  f"{b['ratio_to_batch1']:.1f}x batch 1; {b['requests']} requests, continuous batching, "
+                  f"{vs}; {b['requests']} requests, continuous batching, "
                   f"{f(b['prefill_share'], '.0%')} of the time in prefills")
         t.add_row(f"decode tokens/s, {b['batch']} concurrent", f(b["decode_tokens_per_s"]),
-                  f"{f(b['decode_ratio_to_batch1'])}x batch-1 decode; {f(b['mean_running'])} running on average")
+                  f"{vs_decode}; {f(b['mean_running'])} running on average")
     if "baseline" in r:
         b = r["baseline"]
         t.add_row(b["name"] + " tokens/s", f(b["end_to_end_tokens_per_s"]),

@@ -176,8 +176,10 @@ def bench_lm(source: str, engine_cfg: EngineConfig = EngineConfig(), cfg: BenchC
         progress(f"timing {cfg.batch} concurrent requests")
         result["batched"] = measure_batch(engine, slices, cfg)
         batched = result["batched"]
-        batched["ratio_to_batch1"] = batched["total_tokens_per_s"] / speed["end_to_end_tokens_per_s"]
-        batched["decode_ratio_to_batch1"] = batched["decode_tokens_per_s"] / speed["decode_tokens_per_s"]
+        batched["ratio_to_batch1"] = batched["decode_ratio_to_batch1"] = None
+        if not engine_cfg.speculative:  # the batch engine does not speculate: no like-for-like batch-1 rate then
+            batched["ratio_to_batch1"] = batched["total_tokens_per_s"] / speed["end_to_end_tokens_per_s"]
+            batched["decode_ratio_to_batch1"] = batched["decode_tokens_per_s"] / speed["decode_tokens_per_s"]
     if cfg.baseline == "hf":
         progress("timing transformers generate")
         base = measure_hf(source, engine, slices, cfg, speed["tokens"])

@@ -251,27 +251,22 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     if out_path is not None:
         _prepare_out(out_path, overwrite)
     from .candidates.hf_text import is_hf_folder, load_hf_model
+    from .candidates.onnx_graph import load_onnx_model
 
-    if str(model).lower().endswith(".onnx") and Path(model).is_file():  # a bare graph: the data names its columns
-        from .candidates.onnx_graph import load_onnx_model
-
-        df, source, _ = read_table(data)
+    df, source, _ = read_table(data)
+    onnx = str(model).lower().endswith(".onnx") and Path(model).is_file()
+    kind = "an ONNX file" if onnx else "a Hugging Face folder" if is_hf_folder(model) else None
+    if kind:  # a model without frugalml's schema: its columns, classes and texts are read against the data
         if not target:
-            raise DataError("an ONNX file does not say which column it predicts: give --target")
-        if target not in df.columns:
-            raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
-        pipeline, schema, meta = load_onnx_model(model, df[df[target].notna()], target, list(groups or []))
-    elif is_hf_folder(model):  # a Hugging Face sequence classifier: the data names its text columns and labels
-        df, source, _ = read_table(data)
-        if not target or target not in df.columns:
-            raise DataError(f"give --target: the column of {list(df.columns)} the Hugging Face model predicts")
-        pipeline, schema, meta = load_hf_model(model, df[df[target].notna()], target, text)
+            raise DataError(f"{kind} does not say which column it predicts: give --target")
+        _check_target(df, target)
+        rows = df[df[target].notna()]
+        pipeline, schema, meta = (load_onnx_model(model, rows, target, list(groups or [])) if onnx
+                                  else load_hf_model(model, rows, target, text))
     else:
         pipeline, schema, meta = load_pipeline(model)
-        df, source, _ = read_table(data)
     target = target or schema.target
-    if target not in df.columns:
-        raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
+    _check_target(df, target)
     df = df[df[target].notna()].reset_index(drop=True)
     X = prepare_frame(df, schema)  # a model whose inputs are not in the data stops here
     if schema.task == "classification":
@@ -330,6 +325,13 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
         _write_run(out_path, decision, schema, artifacts[chosen["name"]],
                    {"metric": m.name, "compressed_from": str(model)}, {})
     return SelectResult(decision, out_path)
+
+
+def _check_target(df, target: str) -> None:
+    from .errors import DataError
+
+    if target not in df.columns:
+        raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
 
 
 def _compress_reason(chosen: dict, records: list[dict], metric, tolerance: float, cost_priority: str) -> str:

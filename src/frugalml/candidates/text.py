@@ -112,6 +112,15 @@ def _batches(texts: list[str], batch_size: int, slack: float = 1.25):
         yield np.array(batch)
 
 
+def token_batches(tokenizer, texts: list[str], batch_size: int, max_length: int):
+    """(indices, input_ids, attention_mask) per batch of similar-length texts (``_batches``), each batch padded
+    to its longest text and cut at ``max_length`` tokens; ids and mask (B, T) int64 arrays."""
+    for idx in _batches(texts, batch_size):
+        b = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                      return_tensors="np")
+        yield idx, b["input_ids"].astype(np.int64), b["attention_mask"].astype(np.int64)
+
+
 class TextRecipe(BaseEstimator):
     """A text candidate: ``features`` turns one text column into numbers, ``head`` predicts from them.
 
@@ -195,10 +204,8 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
         tokenizer = _tokenizer()
         embed = self._onnx_embed() if self.runtime == "onnx" else self._torch_embed()
         out = np.zeros((len(texts), self.dim_), dtype=np.float32)
-        for idx in _batches(texts, self.batch_size):
-            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="np")
-            out[idx] = embed(batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64))
+        for idx, ids, mask in token_batches(tokenizer, texts, self.batch_size, self.max_length):
+            out[idx] = embed(ids, mask)
         return out.astype(np.float64)
 
     def _torch_embed(self):
@@ -496,10 +503,8 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         texts = self._join(X, tokenizer.sep_token)
         probabilities = _onnx_runner(self) if self.runtime == "onnx" else self._torch_probabilities()
         out = np.zeros((len(texts), len(self.classes_)))
-        for idx in _batches(texts, 32):
-            batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="np")
-            out[idx] = probabilities(batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64))
+        for idx, ids, mask in token_batches(tokenizer, texts, 32, self.max_length):
+            out[idx] = probabilities(ids, mask)
         return out
 
     def predict(self, X):

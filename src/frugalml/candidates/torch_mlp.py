@@ -1,8 +1,8 @@
 """A PyTorch MLP for tabular rows, as a scikit-learn estimator that saves without pickle and exports to ONNX.
 
 Training runs in torch: AdamW on mini-batches, early stopping on a validation split, seeded, on the CPU. It
-uses one torch thread by default (``threads``): matrices this small gain nothing from more, and when the cores
-are busy with other work, two threads stall (1 s fits took 10-20 s on a loaded 2-core machine).
+uses one torch thread by default (``threads``): matrices this small gain little from more, and when the cores
+are busy with other work (parallel fits of other candidates) more threads contend for them.
 ``threads=None`` trains in torch's current count (``torch.set_num_threads``). The fitted network is kept in
 ``weights_`` as the bytes of a safetensors file, so the model saves with skops and loads with safetensors,
 never pickle. Predictions run in numpy float32 from those weights (torch is needed to fit, not to predict),

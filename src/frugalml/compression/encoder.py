@@ -69,16 +69,13 @@ def calibration_feeds(pipeline, X, limit: int) -> list[dict]:
     graph = graph_model(pipeline)
     if graph is not None:
         return [graph.feeds(X.iloc[i:i + 64]) for i in range(0, min(len(X), limit), 64)]
-    from ..candidates.text import _batches, _tokenizer
+    from ..candidates.text import _tokenizer, token_batches
 
     clf = classifier(pipeline)
     sample, tokenizer = texts(pipeline, X, limit), clf._get_tokenizer() if clf is not None else _tokenizer()
-    feeds = []
-    for idx in _batches(sample, 16):  # similar lengths per batch: little padding in the ranges
-        b = tokenizer([sample[i] for i in idx], padding=True, truncation=True, max_length=max_length(pipeline),
-                      return_tensors="np")
-        feeds.append({"input_ids": b["input_ids"].astype("int64"), "attention_mask": b["attention_mask"].astype("int64")})
-    return feeds
+    # similar lengths per batch: little padding in the ranges
+    return [{"input_ids": ids, "attention_mask": mask}
+            for _, ids, mask in token_batches(tokenizer, sample, 16, max_length(pipeline))]
 
 
 def _copy_with(est, runtime: str, graph, graph_optimization: str):

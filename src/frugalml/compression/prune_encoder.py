@@ -158,11 +158,9 @@ def _teacher_pass(encoder, head, texts: list[str], length: int, unit: bool):
     proba = None
     try:
         with torch.no_grad():
-            for idx in minilm._batches(texts, 32):
-                batch = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=length,
-                                  return_tensors="pt")
-                mask = batch["attention_mask"]
-                hidden = encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+            for idx, ids, mask in minilm.token_batches(tokenizer, texts, 32, length):
+                ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+                hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
                 out = minilm._mean_pool(hidden, mask)  # (B, H)
                 if head is not None:
                     p = torch.softmax(head(out), dim=1)

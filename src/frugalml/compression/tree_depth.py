@@ -2,10 +2,10 @@
 
 A node at the cut becomes a leaf that predicts what the node itself holds: scikit-learn keeps, for every
 node, the training distribution (classification) or mean (regression) of the samples that reached it, so
-the cut tree is exactly the tree that would have stopped growing there (same splits above the cut). Deep
-forests grown to small leaves spend most of their nodes in the last levels: a depth-8 cut of a random forest
-keeps a fraction of its nodes, so the model file and the ONNX graph shrink by about that fraction, and
-noisy data often loses nothing (averaging many shallow trees smooths as well as averaging deep ones).
+the cut tree keeps every split above the cut and answers, below it, from the samples that reached the cut
+node. Forests grown to small leaves spend most of their nodes in the last levels, so the model file and the
+ONNX graph shrink with the node count; what it costs in quality is measured by the search (fair, random
+forest, depth 8: accuracy -0.005, rejected in a small group; benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

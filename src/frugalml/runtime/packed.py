@@ -1,9 +1,10 @@
 """fp32/bf16 linear layers with weights packed once for oneDNN, for the decode engine's batch-1 matmuls.
 
-At one row of activations PyTorch's F.linear streams an (out, in) fp32 weight at ~17 GB/s on this machine's
-2 cores, a third of what they can read (~46 GB/s): decode then runs at ~26 tok/s on SmolLM2-135M. oneDNN on
-a weight reordered once into its blocked layout reads ~32 GB/s: ~1.6-1.7x the decode speed, same greedy
-tokens; prefill-sized inputs get faster too. bf16 weights pack the same way.
+At one row of activations PyTorch's F.linear reads SmolLM2-135M's fp32 weights at 14.1 GB/s on this machine's
+2 cores (26.3 tokens/s); oneDNN on the weights reordered once into its blocked layout reads them at 24.3 GB/s
+(45.1 tokens/s), same greedy tokens, and prefill runs at 1,102 instead of 576 tokens/s (``frugal bench-lm
+builtin:smollm2 [--no-pack] --no-quality --batch 1``; benchmarks/RESULTS.md). bf16 weights pack the same way
+where oneDNN has a bf16 matmul.
 
 The packed weight is an opaque oneDNN tensor: pack last (after ``.to(dtype)``), not before quantizing; a
 packed model cannot be deep-copied or converted to another dtype. The matmul goes through a custom op so that
@@ -62,9 +63,10 @@ def pack_linears(model: nn.Module) -> nn.Module:
 
 
 def warm_up(model) -> None:
-    """One decode-sized and one prefill-sized call, so that oneDNN's one-time set-up (~0.25 s here) is paid
-    at load and not in the first request's time to first token. A new input length still costs a few ms
-    once (one kernel per weight shape and row count, cached)."""
+    """One decode-sized and one prefill-sized call, so that oneDNN's one-time set-up is paid at load and not in
+    the first request's time to first token (``frugal generate`` on a 42-token prompt: 327 ms to the first
+    token without this warm-up, 58 ms with it). A new input length still costs a little once (one kernel per
+    weight shape and row count, cached)."""
     device = model.embed_tokens.weight.device
     model.setup_cache(1, 16)
     with torch.inference_mode():

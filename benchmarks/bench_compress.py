@@ -6,8 +6,9 @@ groups) searches on the second half (30% of it to calibrate distillation, 70% to
 kept variant, its size and batch-1 latency against the original's ONNX artifact and the original
 scikit-learn `.predict` (what an engineer ships by hand), and quality and worst-group quality next to each.
 
-MiniLM (builtin:debates, target party, group debate): `select` fits minilm_linear (frozen MiniLM + logistic
-regression) on half the statements; `compress` (tolerance 0.02, group debate) searches on the other half.
+MiniLM (--text-data, default builtin:reviews: 12,808 film reviews, target verdict, group length; or debates):
+`select` fits minilm_linear (frozen MiniLM + logistic regression) on half the texts; `compress` (tolerance
+0.02, the dataset's group) searches on the other half, chains included (a pruned encoder, then int8).
 Then every variant frugalml tried (kept or rejected), the fp32 torch original and the path an engineer
 would build by hand (`onnxruntime.quantization.quantize_dynamic(model.onnx, out.onnx)`, default arguments,
 on the same exported encoder graph, behind the same tokenizer and head) are timed end to end (tokenize,
@@ -16,7 +17,7 @@ encode, classify) at batch 1 and batch 32 on held-out statements, torch and ONNX
 flipped predictions on compress's evaluation rows next to each.
 
 Usage: python benchmarks/bench_compress.py [--runs randhie:random_forest,fair:lightgbm,...] [--json out.json]
-       [--no-minilm] [--threads 1] [--rounds 5]   (--runs "" skips the classical half)
+       [--no-minilm] [--text-data reviews|debates] [--threads 1] [--rounds 5]   (--runs "" skips the classical half)
 """
 
 from __future__ import annotations
@@ -79,16 +80,27 @@ def run(entry: str, tolerance: float, seed: int = 0) -> dict:
     }
 
 
-def run_minilm(tolerance: float, threads: int, rounds: int, seed: int = 0) -> dict:
+def rebuild(original, chain: list[dict], calibration):
+    """The variant a compress run recorded: its chain of techniques applied again to the original."""
+    from frugalml.compression import TECHNIQUES, compress as compress_pipeline
+
+    pipe = original
+    for step in chain:
+        pipe = compress_pipeline(pipe, TECHNIQUES.get(step["name"]).config(**step["config"]), calibration=calibration)
+    return pipe
+
+
+def run_minilm(dataset: str, tolerance: float, threads: int, rounds: int, seed: int = 0) -> dict:
     import numpy as np
     import torch
     from sklearn.model_selection import train_test_split
 
-    from frugalml.compression import TECHNIQUES, compress as compress_pipeline
     from frugalml.compression.encoder import encoders, fp32_graph, quiet_quantizer, with_runtime
     from frugalml.evaluation import CostConfig
 
-    df, _, _ = read_table("builtin:debates")
+    spec = DATASETS.get(dataset)
+    target, group, text = spec.target, spec.groups[0], spec.text[0]
+    df, _, _ = read_table(f"builtin:{dataset}")
     df = df.sample(frac=1.0, random_state=seed).reset_index(drop=True)
     train, held = df.iloc[: len(df) // 2], df.iloc[len(df) // 2:].reset_index(drop=True)
     # MiniLM costs ~10 ms a statement on a CPU: throughput on 64 rows, not the default 1,000
@@ -96,17 +108,17 @@ def run_minilm(tolerance: float, threads: int, rounds: int, seed: int = 0) -> di
     with tempfile.TemporaryDirectory() as tmp:
         sel = Path(tmp) / "select"
         t0 = time.perf_counter()
-        frugalml.select(train, "party", text=["statement"], groups=["debate"], candidates=["minilm_linear"], folds=2,
+        frugalml.select(train, target, text=[text], groups=[group], candidates=["minilm_linear"], folds=2,
                         repeats=1, seed=seed, out=sel, cost=CostConfig(batch_large=64, memory_probe=False))
         select_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        d = compress(sel, held, "party", groups=["debate"], out=Path(tmp) / "compress", seed=seed,
+        d = compress(sel, held, target, groups=[group], out=Path(tmp) / "compress", seed=seed,
                      tolerance=tolerance, cost=cost).decision
         compress_s = time.perf_counter() - t0
         original, schema, _ = load_pipeline(sel)
     # the rows compress calibrated on and evaluated on (the same split as frugalml.workflow.compress)
     X = prepare_frame(held, schema)
-    y = np.asarray([schema.classes.index(v) for v in held["party"]])
+    y = np.asarray([schema.classes.index(v) for v in held[target]])
     cal, ev = train_test_split(np.arange(len(y)), test_size=0.7, random_state=seed, stratify=y)
     records = {c["name"]: c for c in d["candidates"]}
 
@@ -114,9 +126,7 @@ def run_minilm(tolerance: float, threads: int, rounds: int, seed: int = 0) -> di
     for name, rec in records.items():
         if name == "original":
             continue
-        t = TECHNIQUES.get(rec["technique"]["name"])
-        models[name] = compress_pipeline(original, t.config(**rec["technique"]["config"]),
-                                         calibration=(X.iloc[cal], y[cal]))
+        models[name] = rebuild(original, rec["technique"]["chain"], (X.iloc[cal], y[cal]))
     from onnxruntime.quantization import quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp, quiet_quantizer():
@@ -125,7 +135,7 @@ def run_minilm(tolerance: float, threads: int, rounds: int, seed: int = 0) -> di
         hand = (Path(tmp) / "out.onnx").read_bytes()
     models["hand-built: ORT quantize_dynamic defaults"] = with_runtime(original, "onnx", hand)
 
-    groups = held["debate"].to_numpy()[ev]
+    groups = held[group].to_numpy()[ev]
     X_ev = X.iloc[ev]
     # the hand-built path judged by the same guard as frugalml's variants
     from frugalml.compression.search import SearchConfig, compare
@@ -134,7 +144,7 @@ def run_minilm(tolerance: float, threads: int, rounds: int, seed: int = 0) -> di
 
     n_classes = len(schema.classes)
     metric = resolve_metric(d["metric"], schema.task, n_classes)
-    masks = {g: m[ev] for g, m in masks_of({"debate": held["debate"].to_numpy()}).items()}
+    masks = {g: m[ev] for g, m in masks_of({group: held[group].to_numpy()}).items()}
     records["hand-built: ORT quantize_dynamic defaults"] = compare(
         metric, y[ev], model_outputs(original, X_ev, n_classes),
         model_outputs(models["hand-built: ORT quantize_dynamic defaults"], X_ev, n_classes), masks, schema.task,
@@ -201,7 +211,7 @@ def run_minilm(tolerance: float, threads: int, rounds: int, seed: int = 0) -> di
             "equal_or_better_accuracy_than_hand_built": bool(kept["accuracy"] >= hand_row["accuracy"] and
                                                              kept["worst_group_accuracy"] >= hand_row["worst_group_accuracy"]),
         }
-    return {"run": "debates:minilm_linear", "tolerance": tolerance, "threads": threads, "rounds": rounds,
+    return {"run": f"{dataset}:minilm_linear", "tolerance": tolerance, "threads": threads, "rounds": rounds,
             "evaluation_rows": len(ev), "kept": d["recommended"], "reason": d["reason"], "select_s": select_s,
             "compress_s": compress_s, "rows": rows, "targets": targets,
             "decision_costs": {n: {k: c["cost"].get(k) for k in ("latency_ms_p50", "throughput_rows_per_s", "size_bytes",
@@ -209,7 +219,7 @@ def run_minilm(tolerance: float, threads: int, rounds: int, seed: int = 0) -> di
 
 
 def print_minilm(r: dict) -> None:
-    print(f"\nMiniLM text classifier (builtin:debates, minilm_linear), {r['threads']} thread(s), medians of "
+    print(f"\nMiniLM text classifier ({r['run']}), {r['threads']} thread(s), medians of "
           f"{r['rounds']} interleaved rounds; quality on compress's {r['evaluation_rows']} evaluation rows")
     hdr = ("variant", "status", "encoder MB", "b1 ms p50", "b32 ms", "b32 rows/s", "b32 vs torch", "accuracy",
            "worst-group acc", "flips vs fp32")
@@ -233,6 +243,7 @@ def main():
     ap.add_argument("--runs", default="randhie:random_forest,randhie:lightgbm,fair:random_forest,fair:lightgbm")
     ap.add_argument("--tolerance", type=float, default=0.02)
     ap.add_argument("--minilm", action=argparse.BooleanOptionalAction, default=True, help="the MiniLM half")
+    ap.add_argument("--text-data", default="reviews", help="builtin text dataset of the MiniLM half")
     ap.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads in the MiniLM timings")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (MiniLM)")
     ap.add_argument("--json", type=Path, default=None)
@@ -246,7 +257,7 @@ def main():
         print_classical(results)
     minilm = None
     if args.minilm:
-        minilm = run_minilm(args.tolerance, args.threads, args.rounds)
+        minilm = run_minilm(args.text_data, args.tolerance, args.threads, args.rounds)
         print_minilm(minilm)
     if args.json:
         args.json.write_text(json.dumps({"classical": results, "minilm": minilm} if minilm else results, indent=2))

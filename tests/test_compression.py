@@ -4,16 +4,18 @@ import hashlib
 import pickle
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import frugalml
 from conftest import group_harm_data, linear_data
 from frugalml.candidates import CANDIDATES, build_pipeline
+from frugalml.candidates.artifact import load_pipeline
 from frugalml.compression import TECHNIQUES, compress
 from frugalml.compression.boosting_truncate import BoostingTruncateConfig
 from frugalml.compression.distill import DistillConfig
 from frugalml.compression.tree_subset import TreeSubsetConfig
-from frugalml.data import load_task
+from frugalml.data import load_task, prepare_frame
 from frugalml.evaluation import CostConfig
 from frugalml.workflow import compress as compress_run
 
@@ -126,6 +128,43 @@ def test_forest_shrinks_within_tolerance(harm_run):
     assert d["recommended"].startswith("tree-subset")
     assert rec["cost"]["size_bytes"] * 5 < orig["cost"]["size_bytes"]
     assert rec["vs_best"]["ci_low"] > -0.02
+
+
+def test_chain_makes_the_kept_forest_shallower_and_is_judged_against_the_original(harm_run):
+    kw = dict(groups=["g"], techniques=["tree-prune", "tree-depth"], tolerance=0.02, cost=FAST, n_boot=200,
+              cost_priority="size")
+    d = compress_run(harm_run / "rf", harm_run / "held.csv", out=harm_run / "chain", **kw).decision
+    by = {c["name"]: c for c in d["candidates"]}
+    singles = [c for c in d["candidates"] if len(c["technique"]["chain"]) == 1]
+    chained = [c for c in d["candidates"] if len(c["technique"]["chain"]) == 2]
+    kept_prune = next(c for c in singles if c["on_par"] and c["technique"]["name"] == "tree-prune")
+    # only what held is chained, and only with a later stage: tree-prune -> tree-depth, never the reverse
+    assert chained and all(c["name"].startswith(kept_prune["name"] + " + tree-depth:") for c in chained)
+    assert all(c["technique"]["chain"][0] == kept_prune["technique"]["chain"][0] for c in chained)
+    rec = by[d["recommended"]]
+    assert rec in chained and rec["on_par"]
+    assert rec["cost"]["size_bytes"] < min(c["cost"]["size_bytes"] for c in singles if c["on_par"])
+    # the chain replays on the original to the model written to the run, fewer and shallower trees
+    from sklearn.model_selection import train_test_split
+
+    original, schema, _ = load_pipeline(harm_run / "rf")
+    held = pd.read_csv(harm_run / "held.csv")
+    X, y = prepare_frame(held, schema), np.asarray([schema.classes.index(v) for v in held["y"]])
+    cal, _ = train_test_split(np.arange(len(y)), test_size=0.7, random_state=0, stratify=y)  # compress's split
+    pipe = original
+    for step in rec["technique"]["chain"]:
+        pipe = compress(pipe, TECHNIQUES.get(step["name"]).config(**step["config"]), calibration=(X.iloc[cal], y[cal]))
+    kept, _, _ = load_pipeline(harm_run / "chain")
+    np.testing.assert_array_equal(pipe.predict_proba(X), kept.predict_proba(X))
+    forest = pipe.steps[-1][1]
+    assert len(forest.estimators_) == rec["technique"]["chain"][0]["config"]["n_trees"]
+    assert max(t.get_depth() for t in forest.estimators_) <= rec["technique"]["config"]["max_depth"]
+    # judged against the original, not against the pruned forest it was made from
+    ref = by["original"]["groups"]["g=B"]["mean"]
+    assert rec["groups"]["g=B"]["diff_vs_best"] == pytest.approx(rec["groups"]["g=B"]["mean"] - ref)
+    flat = compress_run(harm_run / "rf", harm_run / "held.csv", chain=False, **kw).decision
+    assert all(len(c["technique"]["chain"]) <= 1 for c in flat["candidates"])
+    assert flat["settings"]["chain"] is False and len(flat["candidates"]) == len(d["candidates"]) - len(chained)
 
 
 def _digest(path):

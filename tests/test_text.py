@@ -55,6 +55,19 @@ def test_builtin_debates_is_a_labelled_text_task(debates):
     assert set(task.groups["debate"]) == {"VP", "1st", "2nd", "3rd"}
 
 
+def test_builtin_reviews_is_a_labelled_text_task_with_large_groups():
+    from frugalml.data import load_task
+
+    task = load_task("builtin:reviews")
+    assert task.schema.text == ["review"] and task.schema.target == "verdict" and set(task.schema.classes) == {
+        "fresh", "rotten"}
+    lengths = task.X["review"].str.split().str.len()
+    band = task.groups["length"]
+    assert len(band) == 12808 and set(band) == {"<=14 words", "15-22 words", "23+ words"}
+    assert lengths[band == "<=14 words"].max() == 14 and lengths[band == "23+ words"].min() == 23
+    assert min(np.unique(band, return_counts=True)[1]) > 4000  # groups large enough for a tight per-group bound
+
+
 def test_text_columns_are_kept_as_text():
     from frugalml.data import Schema, load_task, prepare_frame
 

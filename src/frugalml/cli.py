@@ -143,6 +143,8 @@ def compress(
     text: Optional[List[str]] = typer.Option(None, "--text", help="Text column a Hugging Face model reads "
                                              "(default: the data's text-like columns); repeatable."),
     techniques: Optional[str] = typer.Option(None, help="Comma-separated techniques (default: all that apply; see frugal list)."),
+    chain: bool = typer.Option(True, "--chain/--no-chain", help="Compress the variants that hold again with "
+                               "later-stage techniques (fewer trees, then shallower; pruned, then int8)."),
     metric: Optional[str] = typer.Option(None, help="Metric (default: the one the model was selected with)."),
     tolerance: float = typer.Option(0.01, help="Largest quality loss, in metric units, a variant may cost."),
     alpha: float = typer.Option(0.05, help="Significance level of the bootstrap bounds."),
@@ -173,7 +175,7 @@ def compress(
     cost = _cost_config(threads, throughput_batch, memory_probe, usd_per_hour, instance_vcpus, grid_intensity)
     _run(run_compress, (model, data), _console(quiet), quiet, json_out, target=target, groups=group or None,
          text=text or None, techniques=names, metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
-         cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite, cost=cost)
+         cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite, cost=cost, chain=chain)
 
 
 _MODEL_HELP = "builtin:smollm2 (embedded), a .gguf file, or a local Hugging Face folder of a Llama-family model."

@@ -224,7 +224,8 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
              techniques: list[str] | None = None, metric: str | None = None, tolerance: float = 0.01,
              alpha: float = 0.05, min_group_size: int = 30, cost_priority: str = "latency", seed: int = 0,
              n_boot: int = 400, out: str | os.PathLike | None = None, overwrite: bool = False,
-             cost: CostConfig | None = None, progress: Callable[[str, int, int], None] | None = None) -> SelectResult:
+             cost: CostConfig | None = None, chain: bool = True,
+             progress: Callable[[str, int, int], None] | None = None) -> SelectResult:
     """Find the cheapest compressed variant of a selected model whose quality holds, overall and per group.
 
     ``model``: a run directory of ``select`` or its ``model/`` folder, or a bare ONNX file (its inputs named as
@@ -232,6 +233,8 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     folder (``text``: its text columns, default the data's text-like ones; ``target`` required); never
     modified. ``data``: labelled
     rows the model did not train on, split 30/70: calibration (for distillation) and evaluation.
+    ``chain``: also compress the variants that hold with techniques of a later stage (fewer trees, then
+    shallower; a pruned encoder, then int8).
     """
     import time
 
@@ -288,7 +291,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     # 30% calibrates the techniques that need data (distillation); 70% judges every variant: the group
     # checks need rows more than a student does.
     cal, ev = train_test_split(np.arange(len(y)), test_size=0.7, random_state=seed, stratify=strat)
-    scfg = SearchConfig(tolerance, alpha, min_group_size, n_boot, seed)
+    scfg = SearchConfig(tolerance, alpha, min_group_size, n_boot, seed, chain)
     t0 = time.perf_counter()
     variants, records = search(pipeline, X.iloc[cal], y[cal], X.iloc[ev], y[ev],
                                {g: mask[ev] for g, mask in group_masks_.items()}, m, schema.task, n_classes,
@@ -300,7 +303,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     for k, (v, rec) in enumerate(zip(variants, records)):
         rec["cost"], artifacts[v.name] = measure_cost(v.pipeline, schema, X, cost, fit_s=0.0, meter=meter, seed=seed)
         rec.update(name=v.name, family=v.technique, interpretable=v.interpretable, pareto=False,
-                   technique={"name": v.technique, "config": v.config})
+                   technique={"name": v.technique, "config": v.config, "chain": v.chain})
         if progress:
             progress("cost", k + 1, len(variants))
     for name, mb in measure_peak_memory(artifacts, schema, X, cost, seed).items():
@@ -315,7 +318,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
         "candidates": records, "failed": [],
         "settings": {"seed": seed, "alpha": alpha, "min_group_size": min_group_size, "cost_priority": cost_priority,
                      "n_boot": n_boot, "calibration_rows": len(cal), "evaluation_rows": len(ev),
-                     "techniques": techniques or "all that apply", "search_s": search_s, "cost": cost.to_json()},
+                     "techniques": techniques or "all that apply", "chain": chain, "search_s": search_s, "cost": cost.to_json()},
         "data": {"source": source, "rows": len(y), "features": len(schema.columns), "target": target,
                  "model": str(model), "original_candidate": meta.get("candidate")},
         "energy": {"source": meter.source, "method": meter.method},

@@ -2,7 +2,7 @@
 
 ``compress(pipeline, SomeConfig(...), calibration=None)`` returns a new fitted pipeline and never
 modifies its input. Each technique says which models it applies to, which settings the search should
-try (cheapest first), and whether it needs calibration rows.
+try (cheapest first), whether it needs calibration rows, and its stage: techniques chain in stage order.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ class Technique:
     settings: Callable[[Any], list]  # pipeline -> configs to try, cheapest first
     needs_data: bool = False
     interpretable: bool = False  # the result is an interpretable model
+    # Where it sits in a chain (the search applies a technique to a variant whose last stage is lower):
+    # 0 a new, smaller model (distillation); 1 fewer units (trees, iterations, layers, neurons);
+    # 2 thinner units (shallower trees, sparse weights); 3 another number format or runtime.
+    stage: int = 1
     description: str = ""
 
 

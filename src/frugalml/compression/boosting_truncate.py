@@ -55,4 +55,4 @@ def _apply(pipeline, cfg: BoostingTruncateConfig, calibration=None):
 
 
 register_technique(Technique("boosting-truncate", BoostingTruncateConfig, _apply, _applies, _settings,
-                             description="keep the first k iterations of LightGBM / hist gradient boosting"))
+                             stage=1, description="keep the first k iterations of LightGBM / hist gradient boosting"))

@@ -65,4 +65,4 @@ def _apply(pipeline, cfg: DistillConfig, calibration):
 
 register_technique(Technique("distill", DistillConfig, _apply, _applies, _settings, needs_data=True,
                              interpretable=True,
-                             description="train a shallow tree or linear student on the teacher's predictions"))
+                             stage=0, description="train a shallow tree or linear student on the teacher's predictions"))

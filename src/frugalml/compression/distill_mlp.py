@@ -71,5 +71,5 @@ def _apply(pipeline, cfg: MLPDistillConfig, calibration):
 
 
 register_technique(Technique("mlp-distill", MLPDistillConfig, _apply, _applies, _settings, needs_data=True,
-                             description="train a torch MLP with one narrow hidden layer on a neural teacher's "
+                             stage=0, description="train a torch MLP with one narrow hidden layer on a neural teacher's "
                                          "soft labels (probabilities) on the calibration rows"))

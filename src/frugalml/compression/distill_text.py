@@ -86,5 +86,5 @@ def _apply(pipeline, cfg: DistillTextConfig, calibration):
 
 register_technique(Technique("distill-text", DistillTextConfig, _apply, _applies, _settings, needs_data=True,
                              interpretable=True,
-                             description="distil a MiniLM text model into TF-IDF + logistic regression (or ridge) "
+                             stage=0, description="distil a MiniLM text model into TF-IDF + logistic regression (or ridge) "
                                          "trained on its probabilities for the calibration rows"))

@@ -35,5 +35,5 @@ def _apply(pipeline, cfg: OnnxFp16Config, calibration=None):
 
 
 register_technique(Technique("onnx-fp16", OnnxFp16Config, _apply, applies, lambda p: [OnnxFp16Config()],
-                             description="MiniLM graph in float16 on ONNX Runtime (half the size; not "
+                             stage=3, description="MiniLM graph in float16 on ONNX Runtime (half the size; not "
                                          "faster on x86 CPUs)"))

@@ -28,5 +28,5 @@ def _apply(pipeline, cfg: OnnxFp32Config, calibration=None):
 
 
 register_technique(Technique("onnx-fp32", OnnxFp32Config, _apply, applies_minilm, lambda p: [OnnxFp32Config()],
-                             description="run MiniLM (frozen encoder or fine-tuned classifier) as an fp32 ONNX graph on "
+                             stage=3, description="run MiniLM (frozen encoder or fine-tuned classifier) as an fp32 ONNX graph on "
                                          "ONNX Runtime"))

@@ -47,5 +47,5 @@ def _settings(pipeline) -> list[OnnxInt8DynamicConfig]:
 
 
 register_technique(Technique("onnx-int8-dynamic", OnnxInt8DynamicConfig, _apply, applies, _settings,
-                             description="MiniLM graph with int8 weights (per channel) and activations "
+                             stage=3, description="MiniLM graph with int8 weights (per channel) and activations "
                                          "quantized per call (ONNX Runtime)"))

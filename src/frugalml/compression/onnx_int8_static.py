@@ -82,5 +82,5 @@ def _settings(pipeline) -> list[OnnxInt8StaticConfig]:
 
 
 register_technique(Technique("onnx-int8-static", OnnxInt8StaticConfig, _apply, applies, _settings, needs_data=True,
-                             description="MiniLM graph with int8 weights and activations, ranges calibrated "
+                             stage=3, description="MiniLM graph with int8 weights and activations, ranges calibrated "
                                          "on the calibration rows' texts (ONNX Runtime QDQ)"))

@@ -291,6 +291,6 @@ def _settings(pipeline) -> list[PruneEncoderConfig]:
 
 
 register_technique(Technique("encoder-prune", PruneEncoderConfig, _apply, _applies, _settings, needs_data=True,
-                             description="drop MiniLM layers (keeping the last) and its weakest feed-forward neurons, "
+                             stage=1, description="drop MiniLM layers (keeping the last) and its weakest feed-forward neurons, "
                                          "then fine-tune the smaller network on the calibration texts towards the "
                                          "original"))

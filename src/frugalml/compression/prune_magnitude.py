@@ -61,5 +61,5 @@ def _apply(pipeline, cfg: MagnitudePruneConfig, calibration):
 
 register_technique(Technique("mlp-prune-magnitude", MagnitudePruneConfig, _apply, _applies, _settings,
                              needs_data=True,
-                             description="zero the smallest weights of a torch MLP's hidden layers, then fine-tune "
+                             stage=2, description="zero the smallest weights of a torch MLP's hidden layers, then fine-tune "
                                          "the rest on the calibration rows to match the original"))

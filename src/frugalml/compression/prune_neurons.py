@@ -54,5 +54,5 @@ def _apply(pipeline, cfg: NeuronPruneConfig, calibration):
 
 
 register_technique(Technique("mlp-prune-neurons", NeuronPruneConfig, _apply, _applies, _settings, needs_data=True,
-                             description="drop the weakest neurons of a torch MLP's hidden layers (a smaller dense "
+                             stage=1, description="drop the weakest neurons of a torch MLP's hidden layers (a smaller dense "
                                          "network), then fine-tune on the calibration rows to match the original"))

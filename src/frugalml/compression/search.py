@@ -1,6 +1,9 @@
 """The accuracy-aware search: try techniques and settings cheapest first, compare every variant with the
 original on the same held-out rows, keep the ones whose quality holds overall and in every group.
 
+Then chains: the variants that hold are compressed again by techniques of a later stage (a pruned forest
+made shallower, a pruned encoder quantized), each judged against the original.
+
 "Holds" = the paired bootstrap lower bound of (variant - original) is above -tolerance, overall at
 level alpha and in each group with enough rows at alpha / (number of groups) (Bonferroni). Flip rates
 (rows whose prediction changed) and McNemar's exact test are reported beside it.
@@ -8,7 +11,7 @@ level alpha and in each group with enough rows at alpha / (number of groups) (Bo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -27,6 +30,7 @@ class SearchConfig:
     min_group_size: int = 30
     n_boot: int = 400
     seed: int = 0
+    chain: bool = True  # apply later-stage techniques to the variants that hold
 
 
 @dataclass
@@ -37,6 +41,8 @@ class Variant:
     pipeline: object
     interpretable: bool
     outputs: dict  # predictions on the evaluation rows
+    chain: list = field(default_factory=list)  # [{"name", "config"}] applied in order to the original
+    stage: int = -1  # the last technique's stage (-1: the original)
 
 
 def technique_names(requested: list[str] | None, pipeline) -> list[str]:
@@ -117,21 +123,42 @@ def compare(metric: Metric, y: np.ndarray, ref: dict, var: dict, groups: dict[st
 def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.ndarray], metric: Metric, kind: str,
            n_classes: int | None, techniques: list[str] | None, cfg: SearchConfig,
            progress: Callable[[str, int, int], None] | None = None) -> tuple[list[Variant], list[dict]]:
-    """-> (variants including the original first, one comparison record each)."""
+    """-> (variants including the original first, one comparison record each).
+
+    Round one applies every technique to the original. With ``cfg.chain``, each later round applies, to every
+    variant the previous round kept, the techniques of a later stage (fewer trees, then shallower trees, then
+    int8...). Every variant, chained or not, is judged against the original, so a chain cannot drift from it
+    by a tolerance per step.
+    """
     ref = Variant("original", "original", {}, pipeline, False, model_outputs(pipeline, X_eval, n_classes))
     variants, records = [ref], [compare(metric, y_eval, ref.outputs, ref.outputs, groups_eval, kind, n_classes, cfg)]
     names = technique_names(techniques, pipeline)
-    for k, name in enumerate(names):
-        t = TECHNIQUES.get(name)
-        for config in t.settings(pipeline):  # cheapest first: the first that holds ends this technique
-            new = compress(pipeline, config, calibration=(X_cal, y_cal))
-            v = Variant(f"{name}:{config_label(config)}", name, config.__dict__, new, t.interpretable,
-                        model_outputs(new, X_eval, n_classes))
+    chainable = techniques or list(TECHNIQUES)  # later rounds: the requested techniques, or all of them
+
+    def extend(base: Variant | None, name: str) -> Variant | None:
+        """Try ``name``'s settings on ``base`` (None: the original), cheapest first; the first that holds."""
+        t, source = TECHNIQUES.get(name), base.pipeline if base else pipeline
+        for config in t.settings(source):  # cheapest first: the first that holds ends this technique
+            new = compress(source, config, calibration=(X_cal, y_cal))
+            step = {"name": name, "config": config.__dict__}
+            label = f"{name}:{config_label(config)}"
+            v = Variant(f"{base.name} + {label}" if base else label, name, config.__dict__, new, t.interpretable,
+                        model_outputs(new, X_eval, n_classes), (base.chain if base else []) + [step], t.stage)
             rec = compare(metric, y_eval, ref.outputs, v.outputs, groups_eval, kind, n_classes, cfg)
             variants.append(v)
             records.append(rec)
             if rec["on_par"]:
-                break
+                return v
+        return None
+
+    kept = []
+    for k, name in enumerate(names):
+        kept.append(extend(None, name))
         if progress:
             progress("search", k + 1, len(names))
+    frontier = [v for v in kept if v is not None]
+    while cfg.chain and frontier:
+        kept = [extend(base, name) for base in frontier for name in chainable
+                if TECHNIQUES.get(name).stage > base.stage and TECHNIQUES.get(name).applies_to(base.pipeline)]
+        frontier = [v for v in kept if v is not None]
     return variants, records

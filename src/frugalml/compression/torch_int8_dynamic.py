@@ -31,5 +31,5 @@ def _settings(pipeline) -> list[TorchInt8DynamicConfig]:
 
 
 register_technique(Technique("torch-int8-dynamic", TorchInt8DynamicConfig, _apply, applies_minilm, _settings,
-                             description="MiniLM with torch.ao dynamic int8 Linear layers (deprecated API; "
+                             stage=3, description="MiniLM with torch.ao dynamic int8 Linear layers (deprecated API; "
                                          "for comparison)"))

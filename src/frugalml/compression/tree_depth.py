@@ -93,5 +93,5 @@ def _apply(pipeline, cfg: TreeDepthConfig, calibration=None):
 
 
 register_technique(Technique("tree-depth", TreeDepthConfig, _apply, _applies, _settings,
-                             description="cut every tree of a forest (or a decision tree) at a maximum depth: "
+                             stage=2, description="cut every tree of a forest (or a decision tree) at a maximum depth: "
                                          "the nodes there become leaves"))

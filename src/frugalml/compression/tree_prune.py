@@ -56,5 +56,5 @@ def _prune_settings(pipeline) -> list[TreePruneConfig]:
 
 
 register_technique(Technique("tree-prune", TreePruneConfig, _apply, _applies, _prune_settings, needs_data=True,
-                             description="keep the k trees whose average best matches the whole forest "
+                             stage=1, description="keep the k trees whose average best matches the whole forest "
                                          "(ordered aggregation on calibration rows)"))

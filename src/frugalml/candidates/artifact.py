@@ -26,7 +26,8 @@ SKOPS_FILE = "model.skops"
 # parameters, arrays, safetensors and ONNX bytes.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.",
                     "frugalml.candidates.text.", "frugalml.candidates.torch_mlp.", "frugalml.candidates.onnx_graph.",
-                    "frugalml.candidates.hf_text.", "frugalml.compression.prune_encoder.")
+                    "frugalml.candidates.hf_text.", "frugalml.compression.prune_encoder.",
+                    "frugalml.compression.onnx_trees.")
 
 
 class OnnxExportError(Exception):
@@ -110,6 +111,10 @@ def export_onnx(pipeline, schema: Schema) -> bytes:
     except Exception as exc:  # skl2onnx raises many types for unsupported models; all mean "cannot export"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise OnnxExportError(f"{type(model).__name__}: {first[:200]}") from None
+    ml_opset = getattr(model, "onnx_ml_opset", None)  # an op newer than skl2onnx knows (compression.onnx_trees)
+    for entry in onx.opset_import if ml_opset else []:
+        if entry.domain == "ai.onnx.ml":
+            entry.version = max(entry.version, ml_opset)
     data = onx.SerializeToString()
     if schema.text:  # text operators depend on the machine (locales, regular expressions): check they load
         try:

@@ -72,6 +72,7 @@ from . import distill_mlp, prune_magnitude, prune_neurons  # noqa: E402,F401,I00
 from . import tree_depth  # noqa: E402,F401  (shallower trees)
 # MiniLM text models: the encoder on another runtime (ONNX Runtime fp32 / int8 / fp16, torch int8)
 from . import onnx_fp32, onnx_int8_dynamic, onnx_int8_static, onnx_fp16, torch_int8_dynamic  # noqa: E402,F401,I001
+from . import onnx_trees  # noqa: E402,F401  (a forest as one compact ONNX TreeEnsemble node)
 
 __all__ = ["Technique", "TECHNIQUES", "register_technique", "compress", "final_estimator", "config_label",
            "with_final"]

@@ -141,7 +141,7 @@ def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.nda
         for config in t.settings(source):  # cheapest first: the first that holds ends this technique
             new = compress(source, config, calibration=(X_cal, y_cal))
             step = {"name": name, "config": config.__dict__}
-            label = f"{name}:{config_label(config)}"
+            label = f"{name}:{config_label(config)}".rstrip(":")  # a technique with one setting: its name
             v = Variant(f"{base.name} + {label}" if base else label, name, config.__dict__, new, t.interpretable,
                         model_outputs(new, X_eval, n_classes), (base.chain if base else []) + [step], t.stage)
             rec = compare(metric, y_eval, ref.outputs, v.outputs, groups_eval, kind, n_classes, cfg)

@@ -77,6 +77,7 @@ def run(entry: str, tolerance: float, seed: int = 0) -> dict:
         "original_onnx_ms_p50": orig["cost"]["latency_ms_p50"], "kept_ms_p50": rec["cost"]["latency_ms_p50"],
         "naive_sklearn_ms_p50": naive_ms, "compress_s": compress_s,
         "rejected": {n: c["rejected_because"] for n, c in cands.items() if c["rejected_because"]},
+        "holds_size_bytes": {n: c["cost"]["size_bytes"] for n, c in cands.items() if c["on_par"]},
     }
 
 

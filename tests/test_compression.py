@@ -198,6 +198,18 @@ def test_onnx_trees_is_the_same_forest_in_a_third_of_the_file(kind):
     assert not t.applies_to(multi) and not t.applies_to(fitted("linear")[0])
 
 
+def test_onnx_trees_keeps_one_leaf_trees():
+    from sklearn.ensemble import RandomForestRegressor
+
+    from frugalml.compression.onnx_trees import CompactTreesRegressor
+
+    X = np.random.default_rng(0).normal(size=(50, 2))
+    y = np.where(np.arange(50) == 0, 2.0, 1.0)  # bootstrap samples without row 0 grow a single leaf
+    rf = RandomForestRegressor(20, random_state=0).fit(X, y)
+    assert min(e.tree_.node_count for e in rf.estimators_) == 1
+    np.testing.assert_allclose(CompactTreesRegressor().from_forest(rf, 2).predict(X), rf.predict(X), rtol=1e-6)
+
+
 def _digest(path):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
 

@@ -28,12 +28,12 @@ def _progress(console):
                    console=console, transient=True)
     tasks = {}
     labels = {"fit": "fitting candidates x folds", "cost": "measuring cost of each candidate",
-              "search": "trying compression techniques"}
+              "search": "trying compression techniques", "chain": "compressing the variants that hold again"}
 
     def update(stage, done, total):
         if stage not in tasks:
             tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
-        bar.update(tasks[stage], completed=done)
+        bar.update(tasks[stage], completed=done, total=total)  # a chain round may have another total
 
     return bar, update
 

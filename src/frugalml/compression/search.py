@@ -158,7 +158,12 @@ def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.nda
             progress("search", k + 1, len(names))
     frontier = [v for v in kept if v is not None]
     while cfg.chain and frontier:
-        kept = [extend(base, name) for base in frontier for name in chainable
-                if TECHNIQUES.get(name).stage > base.stage and TECHNIQUES.get(name).applies_to(base.pipeline)]
+        pairs = [(base, name) for base in frontier for name in chainable
+                 if TECHNIQUES.get(name).stage > base.stage and TECHNIQUES.get(name).applies_to(base.pipeline)]
+        kept = []
+        for k, (base, name) in enumerate(pairs):
+            kept.append(extend(base, name))
+            if progress:
+                progress("chain", k + 1, len(pairs))
         frontier = [v for v in kept if v is not None]
     return variants, records

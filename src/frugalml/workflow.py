@@ -229,7 +229,8 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     """Find the cheapest compressed variant of a selected model whose quality holds, overall and per group.
 
     ``model``: a run directory of ``select`` or its ``model/`` folder, or a bare ONNX file (its inputs named as
-    the data's columns, or one numeric matrix; ``target`` required), or a local Hugging Face sequence-classifier
+    the data's columns, or one numeric matrix; ``target`` required), or a scikit-learn model or pipeline saved
+    with skops (read the same way; ``target`` required), or a local Hugging Face sequence-classifier
     folder (``text``: its text columns, default the data's text-like ones; ``target`` required); never
     modified. ``data``: labelled
     rows the model did not train on, split 30/70: calibration (for distillation) and evaluation.
@@ -256,16 +257,24 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     from .candidates.hf_text import is_hf_folder, load_hf_model
     from .candidates.onnx_graph import load_onnx_model
 
+    from .candidates.artifact import META
+    from .candidates.skops_model import load_skops_model
+
     df, source, _ = read_table(data)
-    onnx = str(model).lower().endswith(".onnx") and Path(model).is_file()
-    kind = "an ONNX file" if onnx else "a Hugging Face folder" if is_hf_folder(model) else None
+    path = Path(model)
+    onnx = path.suffix.lower() == ".onnx" and path.is_file()
+    # a skops file frugal select did not write (no model.json beside it): the user's own scikit-learn model
+    skops = path.suffix.lower() == ".skops" and path.is_file() and not (path.parent / META).exists()
+    kind = ("an ONNX file" if onnx else "a skops file" if skops else
+            "a Hugging Face folder" if is_hf_folder(model) else None)
     if kind:  # a model without frugalml's schema: its columns, classes and texts are read against the data
         if not target:
             raise DataError(f"{kind} does not say which column it predicts: give --target")
         _check_target(df, target)
         rows = df[df[target].notna()]
-        pipeline, schema, meta = (load_onnx_model(model, rows, target, list(groups or [])) if onnx
-                                  else load_hf_model(model, rows, target, text))
+        pipeline, schema, meta = (load_onnx_model(model, rows, target, list(groups or [])) if onnx else
+                                  load_skops_model(model, rows, target, list(groups or [])) if skops else
+                                  load_hf_model(model, rows, target, text))
     else:
         pipeline, schema, meta = load_pipeline(model)
     target = target or schema.target

@@ -134,9 +134,10 @@ def select(
 
 @app.command()
 def compress(
-    model: str = typer.Argument(..., help="A run directory of frugal select (or its model/ folder), an ONNX file "
-                                          "or a local Hugging Face sequence-classifier folder (both read against "
-                                          "--data; give --target)."),
+    model: str = typer.Argument(..., help="A run directory of frugal select (or its model/ folder), an ONNX file, "
+                                          "a scikit-learn model saved with skops or a local Hugging Face "
+                                          "sequence-classifier folder (the last three read against --data; give "
+                                          "--target)."),
     data: str = typer.Option(..., "--data", help="Labelled rows the model did not train on (CSV, Parquet, builtin:NAME)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Target column (default: the model's)."),
     group: Optional[List[str]] = typer.Option(None, "--group", "-g", help="Column whose values are user groups; repeatable."),

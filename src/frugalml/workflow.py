@@ -254,16 +254,15 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         _prepare_out(out_path, overwrite)
+    from .candidates.artifact import META
     from .candidates.hf_text import is_hf_folder, load_hf_model
     from .candidates.onnx_graph import load_onnx_model
-
-    from .candidates.artifact import META
     from .candidates.skops_model import load_skops_model
 
     df, source, _ = read_table(data)
     path = Path(model)
     onnx = path.suffix.lower() == ".onnx" and path.is_file()
-    # a skops file frugal select did not write (no model.json beside it): the user's own scikit-learn model
+    # a skops file frugal select did not write (no meta.json beside it): the user's own scikit-learn model
     skops = path.suffix.lower() == ".skops" and path.is_file() and not (path.parent / META).exists()
     kind = ("an ONNX file" if onnx else "a skops file" if skops else
             "a Hugging Face folder" if is_hf_folder(model) else None)

@@ -151,3 +151,19 @@ def test_pareto_flags_are_consistent(fast_cost):
                         for b in d["candidates"])
         assert a["pareto"] == (not dominated)
     assert any(c["pareto"] for c in d["candidates"])
+
+
+def test_a_costlier_reason_names_the_cost_that_decided():
+    from frugalml.selection.decide import recommend
+
+    def rec(name, latency, size):
+        return {"name": name, "on_par": True, "cost": {"latency_ms_p99": latency, "size_bytes": size}}
+
+    records = [rec("a", 0.0305, 4_000_000), rec("b", 0.0143, 565_000), rec("c", 0.0142, 1_712_805),
+               rec("d", 0.0141, 564_000)]
+    chosen = recommend(records, "latency", {r["name"]: k for k, r in enumerate(records)})
+    assert chosen["name"] == "b"  # b, c, d level on latency to two figures; b and d level on size; b first
+    why = {r["name"]: r.get("rejected_because") for r in records}
+    assert why["a"] == "on par, but costlier: p99 latency 0.0305 ms vs 0.0143 ms for b"
+    assert why["c"].startswith("on par, but costlier: size 1.71 MB vs 565 kB for b (level on p99 latency")
+    assert why["d"].startswith("on par and as cheap (p99 latency 0.0141 ms vs 0.0143 ms, size 564 kB vs 565 kB)")

@@ -131,12 +131,23 @@ def recommend(records: list[dict], cost_priority: str, rank: dict[str, int]) -> 
     keys = COST_PRIORITIES[cost_priority]
     chosen = min((r for r in records if r["on_par"]),
                  key=lambda r: tuple(_sig2(r["cost"][k]) for k in keys) + (rank[r["name"]],))
-    label, unit = COST_LABELS[keys[0]]
     for r in records:
         if r["on_par"] and r is not chosen:
-            r["rejected_because"] = (f"on par, but costlier: {label} {_fmt(r['cost'][keys[0]], unit)} vs "
-                                     f"{_fmt(chosen['cost'][keys[0]], unit)} for {chosen['name']}")
+            r["rejected_because"] = _costlier(r, chosen, keys)
     return chosen
+
+
+def _costlier(r: dict, chosen: dict, keys: tuple[str, ...]) -> str:
+    """Why an on-par record lost to ``chosen``: the first cost that differs beyond two significant figures."""
+    level = []
+    for key in keys:
+        label, unit = COST_LABELS[key]
+        a, b = _fmt(r["cost"][key], unit), _fmt(chosen["cost"][key], unit)
+        if _sig2(r["cost"][key]) != _sig2(chosen["cost"][key]):
+            tie = f" (level on {', '.join(level)} to two significant figures)" if level else ""
+            return f"on par, but costlier: {label} {a} vs {b} for {chosen['name']}{tie}"
+        level.append(f"{label} {a} vs {b}")
+    return f"on par and as cheap ({', '.join(level)}); {chosen['name']} comes first (thinner, or tried earlier)"
 
 
 def mark_pareto(records: list[dict], metric: Metric) -> None:

@@ -1,0 +1,93 @@
+"""Where the int8 MiniLM time goes: ONNX Runtime dynamic int8 settings on the same exported encoder graph.
+
+On the first --texts reviews of builtin:reviews, batches of 32 similar-length texts, 1 thread, medians of
+--rounds interleaved rounds: seconds per pass and the cosine of each variant's embeddings to the fp32 graph's
+(mean and worst). Variants: the fp32 graph; `quantize_dynamic` defaults (per-tensor weights, what an engineer
+writes); per-channel weights (what frugalml's onnx-int8-dynamic tries first); per-channel after ORT's
+`quant_pre_process`; per-channel with the attention products quantized too (MatMulConstBOnly=False);
+per-channel with the embedding tables left fp32; per-channel after `onnxruntime.transformers` fusion.
+
+Usage: python benchmarks/probe_int8.py [--texts 512] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)
+
+
+def main():
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from frugalml.candidates.text import _tokenizer, export_encoder_onnx, token_batches
+    from frugalml.data import read_table
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--texts", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    texts = read_table("builtin:reviews")[0]["review"].tolist()[: args.texts]
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "fp32.onnx").write_bytes(export_encoder_onnx(256))
+    quant_pre_process(str(tmp / "fp32.onnx"), str(tmp / "pre.onnx"), skip_symbolic_shape=True)
+    optimize_model(str(tmp / "fp32.onnx"), model_type="bert", num_heads=12, hidden_size=384,
+                   opt_level=0).save_model_to_file(str(tmp / "fused.onnx"))
+
+    def quantized(src: str, per_channel: bool, **kw) -> bytes:
+        out = tmp / f"q{len(list(tmp.iterdir()))}.onnx"
+        quantize_dynamic(tmp / src, out, per_channel=per_channel, weight_type=QuantType.QInt8, **kw)
+        return out.read_bytes()
+
+    graphs = {
+        "fp32": (tmp / "fp32.onnx").read_bytes(),
+        "quantize_dynamic defaults (per-tensor)": quantized("fp32.onnx", False),
+        "per-channel (frugalml)": quantized("fp32.onnx", True),
+        "per-channel after quant_pre_process": quantized("pre.onnx", True),
+        "per-channel, attention products int8": quantized("fp32.onnx", True, extra_options={"MatMulConstBOnly": False}),
+        "per-channel, embeddings fp32": quantized("fp32.onnx", True, op_types_to_quantize=["MatMul"]),
+        "per-channel after transformer fusion": quantized(
+            "fused.onnx", True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}),
+    }
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    sessions = {k: ort.InferenceSession(v, so, providers=["CPUExecutionProvider"]) for k, v in graphs.items()}
+    batches = [{"input_ids": ids, "attention_mask": mask} for _, ids, mask in token_batches(_tokenizer(), texts, 32, 256)]
+
+    def embed(s):
+        return np.concatenate([s.run(None, b)[0] for b in batches])
+
+    ref = embed(sessions["fp32"])
+    cos = {k: (embed(s) * ref).sum(axis=1) for k, s in sessions.items()}
+    times = {k: [] for k in sessions}
+    rng = np.random.default_rng(0)
+    for _ in range(args.rounds):
+        for k in rng.permutation(list(sessions)):
+            t0 = time.perf_counter()
+            for b in batches:
+                sessions[k].run(None, b)
+            times[k].append(time.perf_counter() - t0)
+    base = np.median(times["quantize_dynamic defaults (per-tensor)"])
+    print(f"\n{len(texts)} reviews, batches of 32, 1 thread, medians of {args.rounds} rounds")
+    print("| graph | MB | nodes | s per pass | vs quantize_dynamic defaults | cosine to fp32 mean / worst |")
+    print("|---|---|---|---|---|---|")
+    for k, g in graphs.items():
+        t = np.median(times[k])
+        print(f"| {k} | {len(g) / 1e6:.1f} | {len(onnx.load_from_string(g).graph.node)} | {t:.3f} | "
+              f"{base / t:.3f}x | {cos[k].mean():.4f} / {cos[k].min():.4f} |")
+
+
+if __name__ == "__main__":
+    main()

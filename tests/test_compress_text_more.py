@@ -241,3 +241,19 @@ def test_compress_run_with_distill_text_and_encoder_prune(tiny_minilm, tmp_path,
     assert student["interpretable"] and student["cost"]["params"] < first["cost"]["params"] / 100
     model = frugalml.load(tmp_path / "c")
     assert model.name == d["recommended"] and len(model.predict(df.iloc[:5])) == 5
+
+
+@pytest.mark.parametrize("which", ["linear", "finetune"])
+def test_a_pruned_network_chains_into_every_runtime_technique(which, fitted, fitted_finetune):
+    """What the search's chains do after encoder-prune (stage 1): each stage-3 technique applies to the pruned
+    network and answers like it (the same ONNX graph in fp32; int8 and fp16 close)."""
+    pipe, _, X_cal, y_cal, X = fitted if which == "linear" else fitted_finetune
+    pruned = compress(pipe, PruneEncoderConfig(1, 0.5), calibration=(X_cal, y_cal))
+    ref = pruned.predict_proba(X)
+    later = [n for n, t in TECHNIQUES.items() if t.stage > TECHNIQUES.get("encoder-prune").stage and t.applies_to(pruned)]
+    assert {"onnx-fp32", "onnx-int8-dynamic", "onnx-int8-static", "onnx-fp16", "torch-int8-dynamic"} <= set(later)
+    for name in later:
+        t = TECHNIQUES.get(name)
+        variant = compress(pruned, t.settings(pruned)[0], calibration=(X_cal, y_cal))
+        bound = 1e-4 if name == "onnx-fp32" else 0.1
+        np.testing.assert_allclose(variant.predict_proba(X), ref, atol=bound, err_msg=name)

@@ -308,15 +308,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def register_onnx() -> None:
     """Teach skl2onnx to convert both estimators (``artifact.export_onnx`` calls it)."""
-    from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import (calculate_linear_classifier_output_shapes,
-                                                  calculate_linear_regressor_output_shapes)
+    from .artifact import register_converters
 
-    update_registered_converter(TorchMLPClassifier, "FrugalTorchMLPClassifier",
-                                calculate_linear_classifier_output_shapes, _convert,
-                                options={"zipmap": [True, False, "columns"], "nocl": [True, False]})
-    update_registered_converter(TorchMLPRegressor, "FrugalTorchMLPRegressor",
-                                calculate_linear_regressor_output_shapes, _convert)
+    register_converters(TorchMLPClassifier, TorchMLPRegressor, "TorchMLP", _convert)
 
 
 def _convert(scope, operator, container):
@@ -324,6 +318,8 @@ def _convert(scope, operator, container):
     (probabilities) and ArgMax -> class (label), a regressor in its last Gemm, rescaled to the target's units."""
     from onnx import TensorProto
     from onnx.numpy_helper import from_array
+
+    from .artifact import add_label_output
 
     est = operator.raw_operator
     layers = est.layers()
@@ -371,11 +367,4 @@ def _convert(scope, operator, container):
     container.add_node("Softmax", [h], operator.outputs[1].full_name, axis=1,
                        name=scope.get_unique_operator_name("Softmax"))
     index = node("ArgMax", [h], "index", axis=1, keepdims=0)  # (N,)
-    classes = np.asarray(est.classes_)
-    if classes.dtype.kind in "iub":
-        names = const(classes.astype(np.int64), "classes")
-    else:
-        names = scope.get_unique_variable_name("classes")
-        container.add_initializer(names, TensorProto.STRING, [len(classes)], [str(c).encode() for c in classes])
-    container.add_node("Gather", [names, index], operator.outputs[0].full_name, axis=0,
-                       name=scope.get_unique_operator_name("Gather"))
+    add_label_output(scope, container, est.classes_, index, operator.outputs[0].full_name)

@@ -283,21 +283,16 @@ def _apply(pipeline, cfg: OnnxTreesConfig, calibration=None):
 
 def register_onnx() -> None:
     """Teach skl2onnx to convert both estimators (``artifact.export_onnx`` calls it)."""
-    from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import (calculate_linear_classifier_output_shapes,
-                                                  calculate_linear_regressor_output_shapes)
+    from ..candidates.artifact import register_converters
 
-    update_registered_converter(CompactTreesClassifier, "FrugalCompactTreesClassifier",
-                                calculate_linear_classifier_output_shapes, _convert,
-                                options={"zipmap": [True, False, "columns"], "nocl": [True, False]})
-    update_registered_converter(CompactTreesRegressor, "FrugalCompactTreesRegressor",
-                                calculate_linear_regressor_output_shapes, _convert)
-
+    register_converters(CompactTreesClassifier, CompactTreesRegressor, "CompactTrees", _convert)
 
 
 def _convert(scope, operator, container):
     from onnx import TensorProto
     from onnx.numpy_helper import from_array
+
+    from ..candidates.artifact import add_label_output
 
     est = operator.raw_operator
 
@@ -322,13 +317,7 @@ def _convert(scope, operator, container):
     proba = node("Concat", [node("Sub", [one, scores], "p0"), scores], "proba", out=operator.outputs[1].full_name,
                  axis=1)
     index = node("ArgMax", [proba], "index", axis=1, keepdims=0)  # the first of equal maxima, as numpy's argmax
-    classes = np.asarray(est.classes_)
-    names = scope.get_unique_variable_name("classes")
-    if classes.dtype.kind in "iub":
-        container.add_initializer(names, None, None, from_array(classes.astype(np.int64), names))
-    else:
-        container.add_initializer(names, TensorProto.STRING, [len(classes)], [str(c).encode() for c in classes])
-    node("Gather", [names, index], "label", out=operator.outputs[0].full_name, axis=0)
+    add_label_output(scope, container, est.classes_, index, operator.outputs[0].full_name)
 
 
 register_technique(Technique("onnx-trees", OnnxTreesConfig, _apply, _applies, lambda p: [OnnxTreesConfig()],

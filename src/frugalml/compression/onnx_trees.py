@@ -199,8 +199,8 @@ def tree_ensemble_attributes(model) -> dict:
 
 
 def logistic(model) -> bool:
-    """The sum of the leaves is a log-odds (boosting) to pass through a Sigmoid node (ONNX Runtime 1.32 does not
-    apply TreeEnsemble's own post_transform)."""
+    """The sum of the leaves is a log-odds (boosting), passed through an explicit Sigmoid node: the node's own
+    post_transform stays NONE, so the graph does not depend on a runtime applying it."""
     return trees_of(model).post_transform == 2
 
 

@@ -5,7 +5,8 @@ On the first --texts reviews of builtin:reviews, batches of 32 similar-length te
 (mean and worst). Variants: the fp32 graph; `quantize_dynamic` defaults (per-tensor weights, what an engineer
 writes); per-channel weights (what frugalml's onnx-int8-dynamic tries first); per-channel after ORT's
 `quant_pre_process`; per-channel with the attention products quantized too (MatMulConstBOnly=False);
-per-channel with the embedding tables left fp32; per-channel after `onnxruntime.transformers` fusion.
+per-channel with the embedding tables left fp32; per-channel after `onnxruntime.transformers` fusion. Then the
+relative int8 rounding error of each weight matrix with per-tensor and per-channel scales.
 
 Usage: python benchmarks/probe_int8.py [--texts 512] [--rounds 5]
 """
@@ -89,5 +90,27 @@ def main():
               f"{base / t:.3f}x | {cos[k].mean():.4f} / {cos[k].min():.4f} |")
 
 
+def weight_errors() -> None:
+    """Relative error (Frobenius) of each MiniLM weight matrix rounded to int8 with one scale (per tensor) or one
+    per output channel, by kind of matrix and layer: where per-channel scales earn their cost."""
+    from frugalml.candidates.text import _encoder
+
+    def error(W, per_channel):
+        scale = np.abs(W).max(axis=1 if per_channel else None, keepdims=per_channel) / 127
+        return np.linalg.norm(np.round(W / scale) * scale - W) / np.linalg.norm(W)
+
+    kinds = {"query": lambda L: L.attention.self.query, "key": lambda L: L.attention.self.key,
+             "value": lambda L: L.attention.self.value, "attention output": lambda L: L.attention.output.dense,
+             "FFN in": lambda L: L.intermediate.dense, "FFN out": lambda L: L.output.dense}
+    layers = _encoder().encoder.layer
+    print("\n| weight (out x in) | per-tensor error, layers 1-6 | per-channel error, layers 1-6 |")
+    print("|---|---|---|")
+    for kind, get in kinds.items():
+        Ws = [get(L).weight.detach().numpy() for L in layers]
+        row = [" ".join(f"{error(W, pc):.3f}" for W in Ws) for pc in (False, True)]
+        print(f"| {kind} ({Ws[0].shape[0]} x {Ws[0].shape[1]}) | {row[0]} | {row[1]} |")
+
+
 if __name__ == "__main__":
     main()
+    weight_errors()

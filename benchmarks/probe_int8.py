@@ -34,6 +34,7 @@ def main():
     from onnxruntime.transformers.optimizer import optimize_model
 
     from frugalml.candidates.text import _tokenizer, export_encoder_onnx, token_batches
+    from frugalml.compression.onnx_int8_dynamic import quantize_graph
     from frugalml.data import read_table
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,6 +57,8 @@ def main():
         "fp32": (tmp / "fp32.onnx").read_bytes(),
         "quantize_dynamic defaults (per-tensor)": quantized("fp32.onnx", False),
         "per-channel (frugalml)": quantized("fp32.onnx", True),
+        "mixed: per-channel where per-tensor rounds badly (frugalml)": quantize_graph(
+            (tmp / "fp32.onnx").read_bytes(), "mixed"),
         "per-channel after quant_pre_process": quantized("pre.onnx", True),
         "per-channel, attention products int8": quantized("fp32.onnx", True, extra_options={"MatMulConstBOnly": False}),
         "per-channel, embeddings fp32": quantized("fp32.onnx", True, op_types_to_quantize=["MatMul"]),

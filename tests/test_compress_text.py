@@ -106,7 +106,7 @@ def test_minilm_techniques_are_registered_and_apply_only_to_the_fp32_encoder(fit
         assert TECHNIQUES.get(name).applies_to(pipe), name
     assert [n for n, t in TECHNIQUES.items() if t.needs_data and n in MINILM_TECHNIQUES] == ["onnx-int8-static"]
     # the cheapest (most accurate at equal cost) setting first
-    assert TECHNIQUES.get("onnx-int8-dynamic").settings(pipe)[0] == OnnxInt8DynamicConfig(per_channel=True)
+    assert TECHNIQUES.get("onnx-int8-dynamic").settings(pipe)[0] == OnnxInt8DynamicConfig(per_channel="mixed")
     assert TECHNIQUES.get("onnx-int8-static").settings(pipe)[0].skip_ffn_output is False
     variant = compress(pipe, TorchInt8DynamicConfig())
     assert not any(TECHNIQUES.get(n).applies_to(variant) for n in MINILM_TECHNIQUES)  # never compressed twice
@@ -136,11 +136,40 @@ def test_onnx_fp32_reproduces_torch_and_records_its_session_options(fitted):
 CASES = {
     "onnx-int8-dynamic per channel": (OnnxInt8DynamicConfig(per_channel=True), 0.3, 0.99, 0.03),
     "onnx-int8-dynamic per tensor": (OnnxInt8DynamicConfig(per_channel=False), 0.3, 0.99, 0.03),
+    "onnx-int8-dynamic mixed": (OnnxInt8DynamicConfig(per_channel="mixed"), 0.3, 0.99, 0.03),
     "onnx-int8-static": (OnnxInt8StaticConfig(), 0.3, 0.99, 0.05),
     "onnx-int8-static, fp32 FFN output": (OnnxInt8StaticConfig(skip_ffn_output=True), 0.3, 0.99, 0.05),
     "onnx-fp16": (OnnxFp16Config(), 0.55, 0.9999, 0.002),
     "torch-int8-dynamic per channel": (TorchInt8DynamicConfig(per_channel=True), None, 0.99, 0.05),
 }
+
+
+def test_mixed_int8_takes_per_channel_scales_where_one_scale_rounds_badly(fitted, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    from frugalml.compression import onnx_int8_dynamic as dyn
+    from frugalml.compression.encoder import fp32_graph
+
+    graph = fp32_graph(fitted[0])
+    weights = {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(graph).graph.initializer}
+    tensor, channel = ({i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(
+        dyn.quantize_graph(graph, pc)).graph.initializer} for pc in (False, True))
+    errors = {}
+    for name, w in weights.items():
+        if f"{name}_quantized" in tensor:
+            q, scale, zero = (tensor[f"{name}{k}"].astype(float) for k in ("_quantized", "_scale", "_zero_point"))
+            errors[name] = np.linalg.norm((q - zero) * scale - w) / np.linalg.norm(w)
+    limit = float(np.median(list(errors.values())))  # half the weights each way
+    monkeypatch.setattr(dyn, "MIXED_LIMIT", limit)
+    mixed = {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(
+        dyn.quantize_graph(graph, "mixed")).graph.initializer}
+    assert len(errors) > 4
+    for name, e in errors.items():
+        source = channel if e > limit else tensor
+        for k in ("_quantized", "_scale", "_zero_point"):
+            np.testing.assert_array_equal(mixed[f"{name}{k}"], source[f"{name}{k}"])
+    assert any(e > limit for e in errors.values()) and any(e <= limit for e in errors.values())
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -263,8 +292,8 @@ def test_compress_run_on_tiny_minilm_lists_every_variant(tiny_minilm, tmp_path, 
     assert names[0] == "original"
     for t in MINILM_TECHNIQUES:
         assert any(n.startswith(t + ":") for n in names), (t, names)
-    dyn = next(c for c in d["candidates"] if c["name"].startswith("onnx-int8-dynamic:per_channel=True"))
-    assert dyn["technique"]["config"] == {"per_channel": True, "graph_optimization": "all"}
+    dyn = next(c for c in d["candidates"] if c["name"].startswith("onnx-int8-dynamic:"))  # the first setting
+    assert dyn["technique"]["config"] == {"per_channel": "mixed", "graph_optimization": "all"}
     assert set(dyn["groups"]) == {f"debate={v}" for v in ("VP", "1st", "2nd", "3rd")}
     assert json.loads((tmp_path / "c" / "decision.json").read_text())["recommended"] == d["recommended"]
     model = frugalml.load(tmp_path / "c")
@@ -288,7 +317,7 @@ def test_frugal_compress_on_real_minilm(tmp_path, validate_decision):
                      min_group_size=10, out=tmp_path / "c", cost=cost, n_boot=200).decision
     validate_decision(d)
     cands = {c["name"]: c for c in d["candidates"]}
-    dyn = cands["onnx-int8-dynamic:per_channel=True,graph_optimization=all"]
+    dyn = cands["onnx-int8-dynamic:per_channel=mixed,graph_optimization=all"]
     fp32 = cands["onnx-fp32:graph_optimization=all"]
     assert dyn["cost"]["size_bytes"] < fp32["cost"]["size_bytes"] / 3.5  # int8 graph ~23 MB vs ~90 MB
     assert dyn["vs_best"]["flip_rate"] < 0.1 and fp32["vs_best"]["flip_rate"] == 0

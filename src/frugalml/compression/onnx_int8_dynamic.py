@@ -10,8 +10,9 @@ Per-channel scales are the more accurate and cost ONNX Runtime 1-2.5% more than 
 library default); on MiniLM only the FFN output matrices need them (`benchmarks/probe_int8.py`, 512 film
 reviews: per-tensor rounding error 0.05-0.40 there, 0.01-0.05 elsewhere). So "mixed" is tried first: one scale
 per matrix, per-channel scales where one scale rounds the weights by more than 5%: embeddings at cosine 0.991
-mean / 0.983 worst to fp32 (per-channel 0.992 / 0.982, per-tensor 0.957 / 0.905) at the per-tensor graph's
-speed (1.013x of it in that run). Then per-channel, then per-tensor.
+mean / 0.983 worst to fp32 (per-channel 0.992 / 0.982, per-tensor 0.957 / 0.905), as fast as the per-tensor
+graph in that probe (0.999x), though still 2.3% slower end to end in `benchmarks/bench_compress.py`. Then
+per-channel, then per-tensor.
 """
 
 from __future__ import annotations

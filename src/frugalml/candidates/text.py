@@ -164,8 +164,6 @@ class TextColumn(TransformerMixin, BaseEstimator):
 
 
 RUNTIMES = ("torch", "torch-int8", "torch-int8-per-channel", "onnx")
-# ONNX Runtime graph optimisation levels, by the name a MiniLMEncoder records
-GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 RUNTIME_DEFAULTS = {"runtime": "torch", "graph_optimization": "all", "threads": None}
 
 
@@ -236,9 +234,9 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
 def _check_runtime(est) -> None:
     if est.runtime not in RUNTIMES:
         raise ModelError(f"{type(est).__name__} runtime {est.runtime!r} is not one of {', '.join(RUNTIMES)}")
-    if est.graph_optimization not in GRAPH_OPTIMIZATIONS:
-        raise ModelError(f"graph_optimization {est.graph_optimization!r} is not one of "
-                         f"{', '.join(GRAPH_OPTIMIZATIONS)}")
+    from .artifact import graph_optimization_parts
+
+    graph_optimization_parts(est.graph_optimization)
 
 
 def _encoder_int8(per_channel: bool):

@@ -91,12 +91,58 @@ def _copy_with(est, runtime: str, graph, graph_optimization: str):
     return new
 
 
-def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optimization: str = "all"):
-    """A copy of ``pipeline`` whose MiniLM runs on ``runtime`` (``graph``: the ONNX bytes for "onnx")."""
+# Fusions of ONNX Runtime's "all" level that can cost more than they save, so a variant's session is measured
+# with and without each. SkipLayerNormalization (residual add, bias and layer norm in one kernel), which ORT
+# 1.32 makes of 6 of the int8 MiniLM's 13 layer norms (none in the fp32 export): on a 2-vCPU AVX-512 machine,
+# 1 thread, those 6 took 19% of the graph's time, ten times as long as the other 7 LayerNormalization nodes,
+# and the graph ran 1.19x as fast without the fusion (`benchmarks/probe_int8.py`).
+OPTIONAL_FUSIONS = ("SkipLayerNormFusion",)
+FUSION_GAIN = 0.05  # a fusion is left out only when that makes the graph at least this much faster
+TIMING_ROWS = 128
+
+
+def tuned_setting(pipeline, graph: bytes, level: str, X) -> str:
+    """``level`` followed by `` -Name`` for each of ``OPTIONAL_FUSIONS`` that slows ``graph`` down on this
+    machine: the graph run on up to ``TIMING_ROWS`` of the rows ``X`` (the inputs of ``pipeline``'s fp32 graph
+    fit every variant of it), 1 thread, the median of 3 interleaved passes after a warm-up, each fusion left
+    out when that is ``FUSION_GAIN`` faster. Outputs differ only by float rounding; the search judges the
+    variant with the setting it ships with."""
+    import time
+
+    from ..candidates.artifact import ort_session
+
+    if level != "all" or X is None or not len(X):
+        return level
+    feeds = calibration_feeds(pipeline, X, TIMING_ROWS)
+    setting = level
+    for fusion in OPTIONAL_FUSIONS:
+        sessions = {s: ort_session(graph, 1, s) for s in (setting, f"{setting} -{fusion}")}
+        times = {s: [] for s in sessions}
+        for s in sessions.values():
+            s.run(None, feeds[0])
+        for _ in range(3):
+            for name, s in sessions.items():
+                t0 = time.perf_counter()
+                for feed in feeds:
+                    s.run(None, feed)
+                times[name].append(time.perf_counter() - t0)
+        base, without = (float(np.median(t)) for t in times.values())
+        if without < (1 - FUSION_GAIN) * base:
+            setting = f"{setting} -{fusion}"
+    return setting
+
+
+def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optimization: str = "all",
+                 calibration=None):
+    """A copy of ``pipeline`` whose MiniLM runs on ``runtime`` (``graph``: the ONNX bytes for "onnx").
+    With ``calibration`` rows (X, y), the session setting of the "all" level is tuned on them
+    (``tuned_setting``)."""
     from sklearn.pipeline import Pipeline
 
     from . import with_final
 
+    if graph is not None and calibration is not None:
+        graph_optimization = tuned_setting(pipeline, graph, graph_optimization, calibration[0])
     array = None if graph is None else np.frombuffer(graph, dtype=np.uint8).copy()
     foreign = graph_model(pipeline)
     if foreign is not None:  # a bare ONNX graph: the same estimator on the new graph

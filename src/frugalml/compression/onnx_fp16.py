@@ -31,7 +31,7 @@ def to_fp16(graph: bytes) -> bytes:
 
 
 def _apply(pipeline, cfg: OnnxFp16Config, calibration=None):
-    return with_runtime(pipeline, "onnx", to_fp16(fp32_graph(pipeline)), cfg.graph_optimization)
+    return with_runtime(pipeline, "onnx", to_fp16(fp32_graph(pipeline)), cfg.graph_optimization, calibration)
 
 
 register_technique(Technique("onnx-fp16", OnnxFp16Config, _apply, applies, lambda p: [OnnxFp16Config()],

@@ -2,9 +2,11 @@
 quantized variant starts from.
 
 Nothing is approximated (outputs agree with torch to ~1e-6); what changes is the runtime: ONNX Runtime
-applies its graph optimisations (constant folding, fused MatMul+Add, Gelu, SkipLayerNormalization at
+applies its graph optimisations (constant folding, fused MatMul+Add, bias+Gelu, LayerNormalization at
 ``all``) when the session is built. The stored graph is the unoptimised one, so it stays portable across
-machines; the level is recorded on the encoder and in the variant's config. Measured on MiniLM (1 thread,
+machines; the level is recorded on the encoder and in the variant's config, with any fusion the session
+leaves out because it measured slower on the calibration rows (``encoder.tuned_setting``; every ONNX technique
+does this). Measured on MiniLM (1 thread,
 batch 32): for the fp32 graph the levels are within noise of each other; for the int8 graphs ``basic`` is
 ~15% slower than ``extended`` / ``all`` (no fused integer MatMul). Outputs are the same at every level, so
 the search does not spend variants on the lower ones (``MiniLMEncoder(graph_optimization=...)`` takes them).
@@ -24,7 +26,7 @@ class OnnxFp32Config:
 
 
 def _apply(pipeline, cfg: OnnxFp32Config, calibration=None):
-    return with_runtime(pipeline, "onnx", fp32_graph(pipeline), cfg.graph_optimization)
+    return with_runtime(pipeline, "onnx", fp32_graph(pipeline), cfg.graph_optimization, calibration)
 
 
 register_technique(Technique("onnx-fp32", OnnxFp32Config, _apply, applies_minilm, lambda p: [OnnxFp32Config()],

@@ -76,7 +76,7 @@ def _mixed(graph: bytes) -> bytes:
 
 def _apply(pipeline, cfg: OnnxInt8DynamicConfig, calibration=None):
     return with_runtime(pipeline, "onnx", quantize_graph(fp32_graph(pipeline), cfg.per_channel),
-                        cfg.graph_optimization)
+                        cfg.graph_optimization, calibration)
 
 
 def _settings(pipeline) -> list[OnnxInt8DynamicConfig]:

@@ -72,7 +72,7 @@ def _apply(pipeline, cfg: OnnxInt8StaticConfig, calibration):
     ops = ("MatMul", "Gemm", "Gather") if graph_model(pipeline) is not None else ("MatMul", "Gather")
     graph = quantize_graph(fp32_graph(pipeline), calibration_feeds(pipeline, X, CALIBRATION_ROWS),
                            cfg.skip_ffn_output, ops)
-    return with_runtime(pipeline, "onnx", graph, cfg.graph_optimization)
+    return with_runtime(pipeline, "onnx", graph, cfg.graph_optimization, calibration)
 
 
 def _settings(pipeline) -> list[OnnxInt8StaticConfig]:

@@ -45,9 +45,11 @@ def test_registered_for_both_minilm_pipelines_with_settings_cheapest_first(fitte
     assert not TECHNIQUES.get("distill").applies_to(fitted[0])  # the tabular distillation leaves them alone
     assert TECHNIQUES.get("distill-text").settings(fitted[0]) == [DistillTextConfig(5000), DistillTextConfig(20000),
                                                                    DistillTextConfig(None)]
-    # 2 layers: keep 1 (half or all of its neurons), then both with half; fewest multiply-adds first
+    # 2 layers: keep 1 (half or all of its neurons), then both with half their neurons or half their heads;
+    # fewest multiply-adds first
     assert TECHNIQUES.get("encoder-prune").settings(fitted[0]) == [
-        PruneEncoderConfig(1, 0.5), PruneEncoderConfig(1, 1.0), PruneEncoderConfig(2, 0.5)]
+        PruneEncoderConfig(1, 0.5), PruneEncoderConfig(1, 1.0), PruneEncoderConfig(2, 0.5),
+        PruneEncoderConfig(2, 1.0, heads=0.5)]
 
 
 def test_soft_targets_that_are_labels_fit_like_labels():
@@ -125,6 +127,56 @@ def test_encoder_prune_shrinks_minilm_linear_exactly_and_reloads(fitted, tmp_pat
     np.testing.assert_array_equal(again.predict_proba(X), expected)
     rows = frugalml.load(tmp_path / "m")  # the user's entry point, on the raw frame
     assert len(rows.predict(X.iloc[:3])) == 3
+
+
+def test_encoder_prune_drops_attention_heads_exactly_and_reloads(fitted, tmp_path):
+    """Without the fine-tune, the network with half its heads is the original with those heads silenced (their
+    value rows zeroed: a head whose values are zero adds nothing to the attention output); the heads dropped
+    are those the calibration texts score lowest."""
+    import copy
+
+    import torch
+
+    from frugalml.candidates import text as minilm
+    from frugalml.candidates.text import _tokenizer, encoder_session
+
+    pipe, task, X_cal, y_cal, X = fitted
+    variant = compress(pipe, PruneEncoderConfig(2, 1.0, epochs=0, heads=0.5), calibration=(X_cal, y_cal))
+    enc = encoder(variant)
+    net, original = enc._network(), minilm._encoder()
+    size = H // 4  # 4 heads of 16
+    silenced, kept_heads = copy.deepcopy(original), []
+    for layer, old in zip(net.encoder.layer, silenced.encoder.layer):
+        attention = layer.attention.self
+        assert attention.query.weight.shape == attention.key.weight.shape == (H // 2, H)
+        assert layer.attention.output.dense.weight.shape == (H, H // 2) and layer.intermediate.dense.out_features == I
+        rows = old.attention.self.query.weight.unflatten(0, (4, size))  # (heads, d, H)
+        kept = [h for h in range(4) if any(torch.equal(rows[h], r) for r in attention.query.weight.unflatten(0, (2, size)))]
+        assert len(kept) == 2
+        kept_heads.append(kept)
+        with torch.no_grad():
+            for h in set(range(4)) - set(kept):
+                old.attention.self.value.weight[h * size:(h + 1) * size] = 0
+                old.attention.self.value.bias[h * size:(h + 1) * size] = 0
+    batch = _tokenizer()(X["statement"].tolist()[:16], padding=True, truncation=True, max_length=enc.max_length,
+                         return_tensors="np")
+    ids, mask = (batch[k].astype(np.int64) for k in ("input_ids", "attention_mask"))
+    np.testing.assert_allclose(enc._torch_embed()(ids, mask), minilm.embedder(silenced)(ids, mask), atol=1e-5)
+    assert not np.allclose(enc._torch_embed()(ids, mask), minilm.embedder(original)(ids, mask), atol=1e-3)
+    # what the query, key, value and output projections of two heads per layer weighed, and the pooler
+    removed = 2 * (3 * (H * H // 2 + H // 2) + H // 2 * H) + POOLER
+    assert enc.frugal_param_count() == encoder(pipe).frugal_param_count() - removed
+    # the heads dropped are each layer's lowest-scoring on the calibration texts
+    from frugalml.compression.prune_encoder import _teacher_pass
+
+    *_, head_scores = _teacher_pass(original, None, minilm._texts(X_cal["statement"]), enc.max_length, True)
+    for kept, scores in zip(kept_heads, head_scores):
+        assert min(scores[kept]) > max(scores[[h for h in range(4) if h not in kept]])
+    tuned = compress(pipe, PruneEncoderConfig(2, 1.0, heads=0.5), calibration=(X_cal, y_cal))
+    np.testing.assert_array_equal(reload(tuned, task, tmp_path / "m").predict_proba(X), tuned.predict_proba(X))
+    session = encoder_session(encoder(tuned).export_onnx(), "all", 1)
+    np.testing.assert_allclose(session.run(None, {"input_ids": ids, "attention_mask": mask})[0],
+                               encoder(tuned)._torch_embed()(ids, mask), atol=1e-5)
 
 
 def test_encoder_prune_fine_tune_brings_the_embeddings_back(fitted):
@@ -230,8 +282,8 @@ def test_compress_run_with_distill_text_and_encoder_prune(tiny_minilm, tmp_path,
     cands = {c["name"]: c for c in d["candidates"]}
     assert list(cands)[0] == "original"
     assert {c["technique"]["name"] for c in d["candidates"]} == {"original", "distill-text", "encoder-prune"}
-    first = cands["encoder-prune:layers=1,ffn=0.5,epochs=1"]  # cheapest first
-    assert first["technique"]["config"] == {"layers": 1, "ffn": 0.5, "epochs": 1}
+    first = cands["encoder-prune:layers=1,ffn=0.5,heads=1.0,epochs=1"]  # cheapest first
+    assert first["technique"]["config"] == {"layers": 1, "ffn": 0.5, "heads": 1.0, "epochs": 1}
     assert first["cost"]["params"] == cands["original"]["cost"]["params"] - (LAYER + H * I // 2 + I // 2 + I // 2 * H
                                                                              + POOLER)
     # the pruned network is inside the model file: its size is that file, not the package's weights beside it

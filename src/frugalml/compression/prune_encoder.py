@@ -1,15 +1,22 @@
-"""Structured pruning of MiniLM: a genuinely smaller network (fewer layers, fewer feed-forward neurons) on the
-same torch code path, fine-tuned briefly on the calibration texts to reproduce the original's outputs.
+"""Structured pruning of MiniLM: a genuinely smaller network (fewer layers, fewer attention heads, fewer
+feed-forward neurons) on the same torch code path, fine-tuned briefly on the calibration texts to reproduce the
+original's outputs.
 
 What is cut. ``layers`` transformer layers are kept: the first ``layers - 1`` and the last, whose output space
 is the one the head reads (on MiniLM, debate statements, keeping 3 of 6 that way leaves the embeddings at
 cosine 0.48 to the original before the fine-tune, against 0.30 for the first three; 0.71 after it). In each
 kept layer the fraction ``ffn`` of the feed-forward neurons that contribute most on the calibration texts (mean
-|activation| times the norm of the neuron's output weights) stays. The pooler goes too: a dense layer on the
-first token that mean pooling never reads. Attention heads are not pruned: transformers 5 no longer prunes
-heads and its BERT config ties the head size to hidden size / heads, so fewer heads would need attention
-modules of our own, for a third of a layer's weights. MiniLM-L6's 22.7M parameters are half embeddings
-(30522 x 384): keeping 3 of 6 layers halves the computation per token but removes 24% of the parameters.
+|activation| times the norm of the neuron's output weights) stays, and the fraction ``heads`` of the attention
+heads that contribute most (mean norm of the head's context vector times the norm of its slice of the
+attention output weights): their rows of the query, key and value projections and their columns of the output
+projection. The pooler goes too: a dense layer on the first token that mean pooling never reads.
+MiniLM-L6's 22.7M parameters are half embeddings (30522 x 384): keeping 3 of 6 layers halves the computation
+per token but removes 24% of the parameters; half the heads remove a third of each layer's weights.
+
+A BERT config ties the head size to hidden size / heads, so it cannot say "6 heads of 32": the config keeps
+the original head count and the saved weights carry the shapes. Loading builds the network from the config,
+then resizes every linear layer to its saved weight (transformers' BERT reshapes attention by head size,
+leaving the head count to the tensors).
 
 How it is repaired. ``epochs`` passes of AdamW over the calibration texts with the original network as
 teacher: the relative squared error between the pruned and the original pooled vector (what the head reads:
@@ -45,6 +52,7 @@ BATCH_SIZE = 16
 class PruneEncoderConfig:
     layers: int  # transformer layers kept: the first layers - 1 and the last
     ffn: float = 1.0  # fraction of each kept layer's feed-forward neurons kept
+    heads: float = 1.0  # fraction of each kept layer's attention heads kept
     epochs: int = 1  # passes over the calibration texts of the fine-tune towards the original
 
 
@@ -62,8 +70,22 @@ def _bert(config_json: str, attn_implementation: str | None = None):
 def _load(net, weights: np.ndarray):
     from safetensors.torch import load
 
+    return _load_state(net, load(weights.tobytes()))
+
+
+def _load_state(net, state: dict):
+    """``net`` with ``state`` loaded, each linear layer first resized to its weight in ``state`` (pruned heads
+    leave the query, key, value and attention output projections narrower than the config says)."""
+    import torch
+
+    for name, module in list(net.named_modules()):
+        weight = state.get(f"{name}.weight")
+        if isinstance(module, torch.nn.Linear) and weight is not None and weight.shape != module.weight.shape:
+            parent, _, child = name.rpartition(".")
+            setattr(net.get_submodule(parent) if parent else net, child,
+                    torch.nn.Linear(weight.shape[1], weight.shape[0], bias=module.bias is not None))
     try:
-        net.load_state_dict(load(weights.tobytes()), strict=True)
+        net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelError(f"the pruned MiniLM weights do not fit their config: {str(exc)[:200]}") from None
     return net.eval()
@@ -140,12 +162,15 @@ class PrunedMiniLMClassifier(MiniLMClassifier):
 
 def _teacher_pass(encoder, head, texts: list[str], length: int, unit: bool):
     """One pass of the original network over ``texts``: the pooled vectors the head reads (n, H), the class
-    probabilities when there is a head (n, classes), and each layer's feed-forward neuron scores [(I,)...]."""
+    probabilities when there is a head (n, classes), each layer's feed-forward neuron scores [(I,)...] and
+    attention head scores [(heads,)...]."""
     import torch
 
     tokenizer = minilm._tokenizer()
     layers = encoder.encoder.layer
+    n_heads = encoder.config.num_attention_heads
     sums = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
+    head_sums = [torch.zeros(n_heads) for _ in layers]
     mask = None
 
     def record(i):
@@ -153,7 +178,15 @@ def _teacher_pass(encoder, head, texts: list[str], length: int, unit: bool):
             sums[i].add_((out.abs() * mask.unsqueeze(-1)).sum((0, 1)))
         return hook
 
+    def record_heads(i):
+        def hook(module, inputs):  # inputs[0]: (B, T, heads * d) context vectors, head after head
+            context = inputs[0].unflatten(-1, (n_heads, -1))  # (B, T, heads, d)
+            head_sums[i].add_((context.norm(dim=-1) * mask.unsqueeze(-1)).sum((0, 1)))
+        return hook
+
     hooks = [layer.intermediate.register_forward_hook(record(i)) for i, layer in enumerate(layers)]
+    hooks += [layer.attention.output.dense.register_forward_pre_hook(record_heads(i))
+              for i, layer in enumerate(layers)]
     pooled = torch.zeros(len(texts), encoder.config.hidden_size)
     proba = None
     try:
@@ -171,18 +204,27 @@ def _teacher_pass(encoder, head, texts: list[str], length: int, unit: bool):
         for h in hooks:
             h.remove()
     scores = [s * layer.output.dense.weight.norm(dim=0) for s, layer in zip(sums, layers)]  # (I,) each
-    return pooled, proba, scores
+    head_scores = [s * layer.attention.output.dense.weight.unflatten(1, (n_heads, -1)).norm(dim=(0, 2))
+                   for s, layer in zip(head_sums, layers)]  # (heads,) each
+    return pooled, proba, scores, head_scores
 
 
-def _prune(encoder, layers: int, ffn: float, scores):
+def _prune(encoder, layers: int, ffn: float, scores, heads: float = 1.0, head_scores=None):
     """A copy of BERT ``encoder`` with ``layers`` of its layers (the first ``layers - 1`` and the last), in each
-    the ``ffn`` fraction of feed-forward neurons with the highest ``scores``, and no pooler.
-    -> (network, its config as JSON)."""
+    the ``ffn`` fraction of feed-forward neurons with the highest ``scores`` and the ``heads`` fraction of
+    attention heads with the highest ``head_scores``, and no pooler. -> (network, its config as JSON)."""
+    import torch
+
     config = copy.deepcopy(encoder.config)
-    n = config.num_hidden_layers
+    n, n_heads = config.num_hidden_layers, config.num_attention_heads
+    size = config.hidden_size // n_heads
     kept = list(range(layers - 1)) + [n - 1]  # old layer index, in the order of the new layers
     n_keep = max(1, int(round(ffn * config.intermediate_size)))
     neurons = {old: scores[old].topk(n_keep).indices.sort().values for old in kept}
+    n_heads_keep = max(1, int(round(heads * n_heads)))
+    # the rows of the query/key/value projections (columns of the output projection) of each kept head
+    channels = {old: (head_scores[old].topk(n_heads_keep).indices.sort().values[:, None] * size
+                      + torch.arange(size)).flatten() for old in kept} if n_heads_keep < n_heads else {}
     config.num_hidden_layers, config.intermediate_size = layers, n_keep
     state = {}
     for name, value in encoder.state_dict().items():
@@ -197,12 +239,14 @@ def _prune(encoder, layers: int, ffn: float, scores):
                 value = value[neurons[old]]
             elif rest == "output.dense.weight":  # (H, I): one column per neuron
                 value = value[:, neurons[old]]
+            elif old in channels and rest.split(".")[:2] == ["attention", "self"]:  # (A, H), (A,): rows
+                value = value[channels[old]]
+            elif old in channels and rest == "attention.output.dense.weight":  # (H, A): columns
+                value = value[:, channels[old]]
             name = f"encoder.layer.{kept.index(old)}.{rest}"
         state[name] = value.detach().clone().contiguous()
     config_json = config.to_json_string(use_diff=False)
-    net = _bert(config_json)
-    net.load_state_dict(state, strict=True)
-    return net, config_json
+    return _load_state(_bert(config_json), state), config_json
 
 
 def _finetune(encoder, head, texts: list[str], pooled, proba, length: int, unit: bool, epochs: int) -> None:
@@ -247,11 +291,12 @@ def _apply(pipeline, cfg: PruneEncoderConfig, calibration):
         teacher, head, unit = net["encoder"], copy.deepcopy(net["head"]), False
     else:  # minilm_linear: the package's frozen encoder, compared on the unit embeddings the head reads
         teacher, head, unit = minilm._encoder(), None, True
-    if not 1 <= cfg.layers <= teacher.config.num_hidden_layers or not 0 < cfg.ffn <= 1:
-        raise ModelError(f"encoder-prune keeps 1..{teacher.config.num_hidden_layers} layers and a fraction "
-                         f"0 < ffn <= 1 of the feed-forward neurons; got layers={cfg.layers}, ffn={cfg.ffn}")
-    pooled, proba, scores = _teacher_pass(teacher, head, rows, length, unit)
-    student, config_json = _prune(teacher, cfg.layers, cfg.ffn, scores)
+    if not 1 <= cfg.layers <= teacher.config.num_hidden_layers or not 0 < cfg.ffn <= 1 or not 0 < cfg.heads <= 1:
+        raise ModelError(f"encoder-prune keeps 1..{teacher.config.num_hidden_layers} layers and fractions "
+                         f"0 < ffn <= 1 of the feed-forward neurons and 0 < heads <= 1 of the attention heads; "
+                         f"got layers={cfg.layers}, ffn={cfg.ffn}, heads={cfg.heads}")
+    pooled, proba, scores, head_scores = _teacher_pass(teacher, head, rows, length, unit)
+    student, config_json = _prune(teacher, cfg.layers, cfg.ffn, scores, cfg.heads, head_scores)
     _finetune(student, head, rows, pooled, proba, length, unit, cfg.epochs)
     if clf is not None:
         import torch
@@ -282,15 +327,18 @@ def _applies(pipeline) -> bool:
 
 def _settings(pipeline) -> list[PruneEncoderConfig]:
     """Half, two thirds and five sixths of the layers, with all or half of their feed-forward neurons, and all
-    layers with half; ordered by multiply-adds per token (4 H^2 + 2 H I ffn per layer), cheapest first."""
+    layers with half of their neurons or half of their heads; ordered by multiply-adds per token
+    (4 H^2 heads + 2 H I ffn per layer), cheapest first."""
     config = json.loads((minilm.model_path() / "config.json").read_text())
     n, h, i = config["num_hidden_layers"], config["hidden_size"], config["intermediate_size"]
     keep = sorted({max(1, round(n * f)) for f in (1 / 2, 2 / 3, 5 / 6)} - {n})
-    grid = [PruneEncoderConfig(k, f) for k in keep for f in (0.5, 1.0)] + [PruneEncoderConfig(n, 0.5)]
-    return sorted(grid, key=lambda c: (c.layers * (4 * h * h + 2 * h * i * c.ffn), c.layers))
+    grid = [PruneEncoderConfig(k, f) for k in keep for f in (0.5, 1.0)]
+    grid += [PruneEncoderConfig(n, 0.5), PruneEncoderConfig(n, 1.0, heads=0.5)]
+    return sorted(grid, key=lambda c: (c.layers * (4 * h * h * c.heads + 2 * h * i * c.ffn), c.layers))
 
 
 register_technique(Technique("encoder-prune", PruneEncoderConfig, _apply, _applies, _settings, needs_data=True,
-                             stage=1, description="drop MiniLM layers (keeping the last) and its weakest feed-forward neurons, "
+                             stage=1, description="drop MiniLM layers (keeping the last), its weakest attention heads and "
+                                         "feed-forward neurons, "
                                          "then fine-tune the smaller network on the calibration texts towards the "
                                          "original"))

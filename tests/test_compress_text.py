@@ -344,6 +344,10 @@ def test_compress_run_on_tiny_minilm_lists_every_variant(tiny_minilm, tmp_path, 
         assert any(n.startswith(t + ":") for n in names), (t, names)
     dyn = next(c for c in d["candidates"] if c["name"].startswith("onnx-int8-dynamic:"))  # the first setting
     assert dyn["technique"]["config"] == {"per_channel": "mixed", "graph_optimization": "all"}
+    # the session setting it ran with is recorded: the level, with a fusion left out where that measured faster
+    assert dyn["technique"]["session"] in ("all", "all -SkipLayerNormFusion")
+    sessions = {c["technique"]["name"]: c["technique"]["session"] for c in d["candidates"]}
+    assert sessions["original"] is None and sessions["torch-int8-dynamic"] is None
     assert set(dyn["groups"]) == {f"debate={v}" for v in ("VP", "1st", "2nd", "3rd")}
     assert json.loads((tmp_path / "c" / "decision.json").read_text())["recommended"] == d["recommended"]
     model = frugalml.load(tmp_path / "c")

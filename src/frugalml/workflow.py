@@ -242,6 +242,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     from sklearn.model_selection import train_test_split
 
     from .candidates.artifact import load_pipeline
+    from .compression.encoder import session_setting
     from .compression.search import SearchConfig, search
     from .data import prepare_frame, read_table
     from .data.task import numeric_target, read_groups
@@ -311,7 +312,8 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     for k, (v, rec) in enumerate(zip(variants, records)):
         rec["cost"], artifacts[v.name] = measure_cost(v.pipeline, schema, X, cost, fit_s=0.0, meter=meter, seed=seed)
         rec.update(name=v.name, family=v.technique, interpretable=v.interpretable, pareto=False,
-                   technique={"name": v.technique, "config": v.config, "chain": v.chain})
+                   technique={"name": v.technique, "config": v.config, "chain": v.chain,
+                              "session": session_setting(v.pipeline)})
         if progress:
             progress("cost", k + 1, len(variants))
     for name, mb in measure_peak_memory(artifacts, schema, X, cost, seed).items():

@@ -163,6 +163,16 @@ def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optim
     return Pipeline([(pipeline.steps[0][0], prep)] + list(pipeline.steps[1:]))
 
 
+def session_setting(pipeline) -> str | None:
+    """The ONNX Runtime setting (level, fusions left out) the pipeline's ONNX graph runs with; None when it runs
+    none (a torch network, a scikit-learn model)."""
+    from . import final_estimator
+
+    models = [enc for _, enc, _ in encoders(pipeline)] + [final_estimator(pipeline)]
+    return next((m.graph_optimization for m in models if getattr(m, "onnx_graph_", None) is not None
+                 and getattr(m, "runtime", "onnx") == "onnx"), None)
+
+
 def fp32_graph(pipeline) -> bytes:
     """The fp32 ONNX graph of the pipeline's MiniLM network."""
     from ..candidates.text import export_encoder_onnx

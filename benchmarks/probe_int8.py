@@ -7,7 +7,8 @@ writes); per-channel weights (what frugalml's onnx-int8-dynamic tries first); pe
 `quant_pre_process`; per-channel with the attention products quantized too (MatMulConstBOnly=False);
 per-channel with the embedding tables left fp32; per-channel after `onnxruntime.transformers` fusion; "mixed"
 (frugalml's first setting) and the defaults with ONNX Runtime's SkipLayerNormalization fusion left out of the
-session. Then the relative int8 rounding error of each weight matrix with per-tensor and per-channel scales.
+session, and where the "mixed" graph's time goes by operator in both sessions. Then the relative int8
+rounding error of each weight matrix with per-tensor and per-channel scales.
 
 Usage: python benchmarks/probe_int8.py [--texts 512] [--rounds 5]
 """
@@ -96,6 +97,42 @@ def main():
         t = np.median(times[k])
         print(f"| {k} | {len(g) / 1e6:.1f} | {len(onnx.load_from_string(g).graph.node)} | {t:.3f} | "
               f"{base / t:.3f}x | {cos[k].mean():.4f} / {cos[k].min():.4f} |")
+    op_times(mixed, batches)
+
+
+def op_times(graph: bytes, batches: list[dict]) -> None:
+    """Where the "mixed" int8 graph's time goes by operator type, in ONNX Runtime's default session and with
+    the SkipLayerNormalization fusion left out: one profiled pass over ``batches``, 1 thread."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    from frugalml.candidates.artifact import graph_optimization_parts
+
+    rows = {}
+    for setting in ("all", "all -SkipLayerNormFusion"):
+        level, off = graph_optimization_parts(setting)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = so.inter_op_num_threads = 1
+        so.enable_profiling, so.profile_file_prefix = True, str(Path(tempfile.mkdtemp()) / "profile")
+        session = ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"], disabled_optimizers=off)
+        for b in batches:
+            session.run(None, b)
+        for e in json.loads(Path(session.end_profiling()).read_text()):
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                row = rows.setdefault(e["args"]["op_name"], {})
+                ms, nodes = row.get(setting, (0.0, set()))
+                row[setting] = (ms + e["dur"] / 1e3, nodes | {e["name"]})
+    totals = {s: sum(r[s][0] for r in rows.values() if s in r) for s in ("all", "all -SkipLayerNormFusion")}
+    print(f"\n\"mixed\" graph by operator, one pass, 1 thread: ms (share, nodes); total {totals['all']:.0f} ms "
+          f"in the default session, {totals['all -SkipLayerNormFusion']:.0f} ms without SkipLayerNorm fusion")
+    print("| operator | default session | no SkipLayerNorm fusion |")
+    print("|---|---|---|")
+    for op, row in sorted(rows.items(), key=lambda kv: -max(v[0] for v in kv[1].values()))[:8]:
+        cells = [f"{row[s][0]:.0f} ({100 * row[s][0] / totals[s]:.0f}%, {len(row[s][1])})" if s in row else "-"
+                 for s in ("all", "all -SkipLayerNormFusion")]
+        print(f"| {op} | {cells[0]} | {cells[1]} |")
 
 
 def weight_errors() -> None:

@@ -94,8 +94,8 @@ def _copy_with(est, runtime: str, graph, graph_optimization: str):
 # Fusions of ONNX Runtime's "all" level that can cost more than they save, so a variant's session is measured
 # with and without each. SkipLayerNormalization (residual add, bias and layer norm in one kernel), which ORT
 # 1.32 makes of 6 of the int8 MiniLM's 13 layer norms (none in the fp32 export): on a 2-vCPU AVX-512 machine,
-# 1 thread, those 6 took 19% of the graph's time, ten times as long as the other 7 LayerNormalization nodes,
-# and the graph ran 1.19x as fast without the fusion (`benchmarks/probe_int8.py`).
+# 1 thread, those 6 took 18% of the graph's time, ten times as long per node as the other 7 LayerNormalization
+# nodes, and the graph ran 1.17-1.20x as fast without the fusion (`benchmarks/probe_int8.py`).
 OPTIONAL_FUSIONS = ("SkipLayerNormFusion",)
 FUSION_GAIN = 0.05  # a fusion is left out only when that makes the graph at least this much faster
 TIMING_ROWS = 128

@@ -15,7 +15,7 @@ graph in that probe (0.995x-1.013x over three runs). Then per-channel, then per-
 
 Built with calibration rows (as the search builds it), the variant's session leaves out ONNX Runtime's
 SkipLayerNormalization fusion where the graph measures faster without it (``encoder.tuned_setting``): on
-MiniLM here, 1.20x in the probe, which is what puts the kept variant ahead of a hand-built ``quantize_dynamic``
+MiniLM here, 1.17-1.20x in the probe, which is what puts the kept variant ahead of a hand-built ``quantize_dynamic``
 graph in ONNX Runtime's default session (`benchmarks/RESULTS.md`).
 """
 

@@ -150,8 +150,8 @@ def test_encoder_prune_drops_attention_heads_exactly_and_reloads(fitted, tmp_pat
         attention = layer.attention.self
         assert attention.query.weight.shape == attention.key.weight.shape == (H // 2, H)
         assert layer.attention.output.dense.weight.shape == (H, H // 2) and layer.intermediate.dense.out_features == I
-        rows = old.attention.self.query.weight.unflatten(0, (4, size))  # (heads, d, H)
-        kept = [h for h in range(4) if any(torch.equal(rows[h], r) for r in attention.query.weight.unflatten(0, (2, size)))]
+        rows, pruned = (w.unflatten(0, (-1, size)) for w in (old.attention.self.query.weight, attention.query.weight))
+        kept = [h for h in range(4) if any(torch.equal(rows[h], r) for r in pruned)]  # rows: (heads, d, H)
         assert len(kept) == 2
         kept_heads.append(kept)
         with torch.no_grad():

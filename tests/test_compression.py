@@ -199,12 +199,44 @@ def test_onnx_trees_is_the_same_ensemble_in_a_smaller_file(kind, model, smaller)
     np.testing.assert_array_equal(again.predict(X), new.predict(X))
     if model != "random_forest":
         return
-    # one weight per leaf: a three-class forest is left alone
+    # one weight per leaf: a three-class forest (a probability per class in every leaf) is left alone
     three = task.X.assign(label=np.where(task.X["x1"] > 0.5, "a", np.where(task.X["x1"] < -0.5, "b", "c")))
     t3 = load_task(three, "label")
     c = CANDIDATES.get("random_forest")
     multi = build_pipeline(c.build("classification", 0), t3.schema, c.scale).fit(t3.X, t3.y)
     assert not t.applies_to(multi) and not t.applies_to(fitted("linear")[0])
+
+
+@pytest.mark.parametrize("model, smaller", [("lightgbm", 0.4), ("hist_gradient_boosting", 0.1)])
+def test_onnx_trees_writes_multi_class_boosting_a_tree_per_class(model, smaller):
+    """Multi-class boosting grows one tree per class each iteration: each leaf adds to its tree's class, then a
+    Softmax; the same probabilities as the model, in the variant and in the exported pipeline graph."""
+    import onnx
+
+    from frugalml.candidates.artifact import OnnxPredictor, export_onnx, load_skops, skops_bytes
+    from frugalml.compression.onnx_trees import OnnxTreesConfig
+
+    df = linear_data(n=400)
+    df = df.assign(label=np.where(df["x1"] > 0.5, "a", np.where(df["x1"] < -0.5, "b", "c")))
+    task = load_task(df, "label")
+    c = CANDIDATES.get(model)
+    pipe = build_pipeline(c.build("classification", 0), task.schema, c.scale).fit(task.X, task.y)
+    t = TECHNIQUES.get("onnx-trees")
+    assert t.applies_to(pipe)
+    new = compress(pipe, OnnxTreesConfig())
+    X = task.X
+    np.testing.assert_allclose(new.predict_proba(X), pipe.predict_proba(X), atol=1e-6)
+    assert np.array_equal(new.predict(X), pipe.predict(X))
+    attrs, post = new.steps[-1][1].nodes()
+    assert attrs["n_targets"] == 3 and sorted(set(attrs["leaf_targetids"])) == [0, 1, 2] and post.op_type == "Softmax"
+    after = export_onnx(new, task.schema)
+    graph = OnnxPredictor(after, task.schema)
+    np.testing.assert_allclose(graph.predict_proba(X), new.predict_proba(X), atol=1e-6)
+    assert np.array_equal(graph.predict(X), pipe.predict(X))
+    assert {o.domain: o.version for o in onnx.load_from_string(after).opset_import}["ai.onnx.ml"] == 5
+    before = export_onnx(pipe, task.schema) if model == "lightgbm" else skops_bytes(pipe)
+    assert len(after) < smaller * len(before)
+    np.testing.assert_array_equal(load_skops(skops_bytes(new), "test").predict_proba(X), new.predict_proba(X))
 
 
 def test_onnx_trees_keeps_one_leaf_trees():

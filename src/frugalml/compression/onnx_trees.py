@@ -9,12 +9,14 @@ leaf flag) and one weight per leaf. Measured (`benchmarks/bench_compress.py --no
 latency the same (p50 0.0176 vs 0.0174 ms for the forest). scikit-learn's HistGradientBoosting, which
 skl2onnx cannot export here, gets an ONNX graph at all (tests: under a tenth of its skops file).
 
-Read: scikit-learn forests and trees, LightGBM (binary with sigmoid 1, or an identity-output regression; no
-categorical splits) and HistGradientBoosting (binary log loss or squared error; no categorical features),
-NaN routed as the model routes it. One weight per leaf fits a binary classifier (the second class's
-probability, or its log-odds then a Sigmoid node) and a single-output regressor; a multi-class model would need
-its node lists once per class, so it is left alone. The variant predicts through the compact graph itself
-(ONNX Runtime), so the search judges what ships.
+Read: scikit-learn forests and trees, LightGBM (binary with sigmoid 1, multi-class softmax, or an
+identity-output regression; no categorical splits) and HistGradientBoosting (log loss, binary or multi-class,
+or squared error; no categorical features), NaN routed as the model routes it. One weight per leaf fits a
+binary classifier (the second class's probability, or its log-odds then a Sigmoid node), a single-output
+regressor and multi-class boosting (each tree adds to one class's score: the leaf names the class, then a
+Softmax node); a multi-class forest's leaves hold a probability per class, which would need its node lists
+once per class, so it is left alone. The variant predicts through the compact graph itself (ONNX Runtime), so
+the search judges what ships.
 """
 
 from __future__ import annotations
@@ -46,12 +48,18 @@ def _forest_kinds():
 @dataclass
 class Trees:
     """A fitted ensemble in one shape: per tree, node arrays (``left`` -1 at a leaf, ``right``, ``feature``,
-    ``threshold`` (go left when x <= threshold), ``value`` (used at leaves), ``missing_left``); the output is
-    ``scale * sum of the leaves reached``, through the logistic function when ``sigmoid`` (boosting's log-odds)."""
+    ``threshold`` (go left when x <= threshold), ``value`` (used at leaves), ``missing_left``) and ``target``
+    (the output it adds to: a class's score in multi-class boosting, else 0); output k is ``scale * sum of the
+    leaves reached`` by the trees of target k, through ``post``: "Identity", "Sigmoid" (binary boosting's
+    log-odds) or "Softmax" (multi-class boosting's scores)."""
 
     trees: list[dict]
     scale: float
-    sigmoid: bool
+    post: str = "Identity"
+
+    @property
+    def n_targets(self) -> int:
+        return 1 + max(t.get("target", 0) for t in self.trees)
 
 
 def _sklearn_forest(model) -> Trees | None:
@@ -67,25 +75,29 @@ def _sklearn_forest(model) -> Trees | None:
         missing = t.missing_go_to_left if hasattr(t, "missing_go_to_left") else np.zeros(t.node_count, bool)
         out.append(dict(left=t.children_left, right=t.children_right, feature=t.feature, threshold=t.threshold,
                         value=value, missing_left=np.asarray(missing, dtype=bool)))
-    return Trees(out, 1.0 / len(out), False)
+    return Trees(out, 1.0 / len(out))
 
 
 def _lightgbm(model) -> Trees | None:
-    """A binary (sigmoid 1) or identity-output regression LightGBM model without categorical splits."""
+    """A binary (sigmoid 1), multi-class (softmax) or identity-output regression LightGBM model without
+    categorical splits."""
     if not type(model).__module__.startswith("lightgbm") or not hasattr(model, "booster_"):
         return None
     dump = model.booster_.dump_model()
     objective = dump["objective"].split()
-    if dump.get("average_output") or dump["num_tree_per_iteration"] != 1:
+    per_iteration = dump["num_tree_per_iteration"]
+    if dump.get("average_output") or (per_iteration != 1 and objective[0] != "multiclass"):
         return None
     if objective[0] == "binary" and "sigmoid:1" in objective[1:]:
-        sigmoid = True
+        post = "Sigmoid"
+    elif objective[0] == "multiclass":
+        post = "Softmax"
     elif objective[0] in ("regression", "regression_l1", "huber", "fair", "quantile"):
-        sigmoid = False
+        post = "Identity"
     else:
         return None
     out = []
-    for info in dump["tree_info"]:
+    for k, info in enumerate(dump["tree_info"]):  # iteration after iteration, a tree per class in each
         nodes = []
 
         def walk(node):  # depth first, left first; -> this node's index
@@ -106,33 +118,33 @@ def _lightgbm(model) -> Trees | None:
             threshold=np.array([n["threshold"] if s else 0.0 for n, s in zip(nodes, split)], dtype=np.float64),
             value=np.array([0.0 if s else n["leaf_value"] for n, s in zip(nodes, split)]),
             missing_left=np.array([bool(s and n["missing_type"] == "NaN" and n["default_left"])
-                                   for n, s in zip(nodes, split)])))
-    return Trees(out, 1.0, sigmoid)
+                                   for n, s in zip(nodes, split)]), target=k % per_iteration))
+    return Trees(out, 1.0, post)
 
 
 def _hist_gradient_boosting(model) -> Trees | None:
-    """A binary (log loss) or squared-error HistGradientBoosting model without categorical features."""
+    """A log-loss (binary or multi-class) or squared-error HistGradientBoosting model without categorical
+    features."""
     if not type(model).__name__.startswith("HistGradientBoosting") or not hasattr(model, "_predictors"):
         return None
-    if hasattr(model, "classes_"):
-        if len(model.classes_) != 2:
-            return None
-    elif getattr(model, "loss", None) != "squared_error":
+    if not hasattr(model, "classes_") and getattr(model, "loss", None) != "squared_error":
         return None
     out = []
-    for (predictor,) in model._predictors:
-        n = predictor.nodes
-        if n["is_categorical"].any():
-            return None
-        leaf = n["is_leaf"].astype(bool)
-        out.append(dict(left=np.where(leaf, -1, n["left"].astype(np.int64)),
-                        right=np.where(leaf, -1, n["right"].astype(np.int64)),
-                        feature=n["feature_idx"], threshold=n["num_threshold"], value=n["value"],
-                        missing_left=n["missing_go_to_left"].astype(bool)))
-    base = float(np.ravel(model._baseline_prediction)[0])  # a one-leaf tree carries the baseline
-    out.append(dict(left=np.array([-1]), right=np.array([-1]), feature=np.array([0]), threshold=np.array([0.0]),
-                    value=np.array([base]), missing_left=np.array([False])))
-    return Trees(out, 1.0, hasattr(model, "classes_"))
+    for predictors in model._predictors:  # per iteration, a tree per class (one when binary or regression)
+        for k, predictor in enumerate(predictors):
+            n = predictor.nodes
+            if n["is_categorical"].any():
+                return None
+            leaf = n["is_leaf"].astype(bool)
+            out.append(dict(left=np.where(leaf, -1, n["left"].astype(np.int64)),
+                            right=np.where(leaf, -1, n["right"].astype(np.int64)),
+                            feature=n["feature_idx"], threshold=n["num_threshold"], value=n["value"],
+                            missing_left=n["missing_go_to_left"].astype(bool), target=k))
+    for k, base in enumerate(np.ravel(model._baseline_prediction)):  # one-leaf trees carry the baselines
+        out.append(dict(left=np.array([-1]), right=np.array([-1]), feature=np.array([0]), threshold=np.array([0.0]),
+                        value=np.array([float(base)]), missing_left=np.array([False]), target=k))
+    post = "Identity" if not hasattr(model, "classes_") else "Sigmoid" if len(model.classes_) == 2 else "Softmax"
+    return Trees(out, 1.0, post)
 
 
 def trees_of(model) -> Trees | None:
@@ -149,13 +161,14 @@ def _applies(pipeline) -> bool:
 
 
 def tree_ensemble_attributes(ens: Trees) -> dict:
-    """The attributes of one ``TreeEnsemble`` node summing ``ens``'s leaves (times its scale): the second-class
-    probability (classifier), its log-odds (``ens.sigmoid``) or the prediction (regressor). The node's own
-    post_transform stays NONE: a Sigmoid node follows when needed, so the graph does not depend on a runtime
-    applying it."""
+    """The attributes of one ``TreeEnsemble`` node summing ``ens``'s leaves (times its scale) per target: the
+    second-class probability (forest), its log-odds or the class scores (boosting), or the prediction
+    (regressor). The node's own post_transform stays NONE: a Sigmoid or Softmax node follows when needed, so the
+    graph does not depend on a runtime applying it."""
     from onnx.numpy_helper import from_array
 
-    feats, splits, missing, true_ids, true_leaf, false_ids, false_leaf, roots, weights = ([] for _ in range(9))
+    feats, splits, missing, true_ids, true_leaf, false_ids, false_leaf, roots, weights, targets = (
+        [] for _ in range(10))
     n_split = n_leaf = 0
     for t in ens.trees:
         left, right = t["left"], t["right"]
@@ -184,12 +197,13 @@ def tree_ensemble_attributes(ens: Trees) -> dict:
             false_leaf += is_leaf[right[split]].astype(int).tolist()
             n_split += len(split)
         weights += (t["value"][is_leaf] * ens.scale).tolist()
+        targets += [t.get("target", 0)] * int(is_leaf.sum())
         n_leaf += int(is_leaf.sum())
-    attrs = dict(aggregate_function=1, post_transform=0, n_targets=1, tree_roots=roots,  # SUM, no transform
+    attrs = dict(aggregate_function=1, post_transform=0, n_targets=ens.n_targets, tree_roots=roots,  # SUM
                  nodes_featureids=feats, nodes_splits=from_array(np.asarray(splits, dtype=np.float32)),
                  nodes_modes=from_array(np.zeros(len(feats), dtype=np.uint8)),  # 0: BRANCH_LEQ
                  nodes_truenodeids=true_ids, nodes_trueleafs=true_leaf, nodes_falsenodeids=false_ids,
-                 nodes_falseleafs=false_leaf, leaf_targetids=[0] * n_leaf,
+                 nodes_falseleafs=false_leaf, leaf_targetids=targets,
                  leaf_weights=from_array(np.asarray(weights, dtype=np.float32)))
     if any(missing):  # NaN follows the true (<=) branch where the model sends it left
         attrs["nodes_missing_value_tracks_true"] = missing
@@ -197,14 +211,14 @@ def tree_ensemble_attributes(ens: Trees) -> dict:
 
 
 def standalone_graph(model, n_features: int) -> bytes:
-    """``model`` as an ONNX model of its own: X (N, features) float32 -> (N, 1) float32."""
+    """``model`` as an ONNX model of its own: X (N, features) float32 -> (N, targets) float32."""
     from onnx import TensorProto, helper
 
     ens = trees_of(model)
     nodes = [helper.make_node("TreeEnsemble", ["X"], ["S"], domain="ai.onnx.ml", **tree_ensemble_attributes(ens)),
-             helper.make_node("Sigmoid" if ens.sigmoid else "Identity", ["S"], ["Y"])]
+             helper.make_node(ens.post, ["S"], ["Y"], **({"axis": 1} if ens.post == "Softmax" else {}))]
     graph = helper.make_graph(nodes, "trees", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, n_features])],
-                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 1])])
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, ens.n_targets])])
     onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", ML_OPSET)])
     onx.ir_version = 9
     return onx.SerializeToString()
@@ -233,14 +247,15 @@ class CompactTrees(BaseEstimator):
         from ..candidates.artifact import cached_session
 
         X = np.ascontiguousarray(X, dtype=np.float32)
-        return cached_session(self).run(None, {"X": X})[0][:, 0]
+        return cached_session(self).run(None, {"X": X})[0]  # (N, targets)
 
     def nodes(self) -> tuple[dict, str]:
-        """(the TreeEnsemble node's attributes, the op after it: Sigmoid or Identity), read from the stored graph."""
+        """(the TreeEnsemble node's attributes, the node after it: Sigmoid, Softmax or Identity), read from the
+        stored graph."""
         import onnx
 
         trees, post = onnx.load_from_string(self.onnx_graph_.tobytes()).graph.node
-        return {a.name: onnx.helper.get_attribute_value(a) for a in trees.attribute}, post.op_type
+        return {a.name: onnx.helper.get_attribute_value(a) for a in trees.attribute}, post
 
     @staticmethod
     def register_onnx() -> None:
@@ -255,7 +270,9 @@ class CompactTrees(BaseEstimator):
 class CompactTreesClassifier(ClassifierMixin, CompactTrees):
     def predict_proba(self, X) -> np.ndarray:
         s = self._scores(X)
-        return np.column_stack([np.float32(1) - s, s]).astype(np.float64)  # as the graph computes it
+        if s.shape[1] > 1:  # multi-class: the Softmax's probabilities
+            return s.astype(np.float64)
+        return np.column_stack([np.float32(1) - s[:, 0], s[:, 0]]).astype(np.float64)  # as the graph computes it
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
@@ -263,7 +280,7 @@ class CompactTreesClassifier(ClassifierMixin, CompactTrees):
 
 class CompactTreesRegressor(RegressorMixin, CompactTrees):
     def predict(self, X) -> np.ndarray:
-        return self._scores(X).astype(np.float64)
+        return self._scores(X)[:, 0].astype(np.float64)
 
 
 def _apply(pipeline, cfg: OnnxTreesConfig, calibration=None):
@@ -282,6 +299,7 @@ def register_onnx() -> None:
 
 
 def _convert(scope, operator, container):
+    import onnx
     from onnx import TensorProto
     from onnx.numpy_helper import from_array
 
@@ -295,24 +313,28 @@ def _convert(scope, operator, container):
         return out
 
     x = node("Cast", [operator.inputs[0].full_name], "x", to=TensorProto.FLOAT)
-    attributes, post = est.nodes()
+    attributes, after = est.nodes()
+    post = dict(op=after.op_type, **{a.name: onnx.helper.get_attribute_value(a) for a in after.attribute})
     raw = scope.get_unique_variable_name("raw")
     # skl2onnx knows ai.onnx.ml up to opset 3: the node is declared at 3 and export_onnx raises the model's
     # ai.onnx.ml import to ML_OPSET (``onnx_ml_opset``) once skl2onnx is done
     container.add_node("TreeEnsemble", [x], raw, op_domain="ai.onnx.ml", op_version=3,
                        name=scope.get_unique_operator_name("TreeEnsemble"), **attributes)
     if not hasattr(est, "classes_"):
-        node(post, [raw], "y", out=operator.outputs[0].full_name)
+        node(post.pop("op"), [raw], "y", out=operator.outputs[0].full_name, **post)
         return
-    scores = node(post, [raw], "scores")
-    one = scope.get_unique_variable_name("one")
-    container.add_initializer(one, None, None, from_array(np.ones((1, 1), dtype=np.float32), one))
-    proba = node("Concat", [node("Sub", [one, scores], "p0"), scores], "proba", out=operator.outputs[1].full_name,
-                 axis=1)
+    if len(est.classes_) > 2:  # the Softmax's probabilities
+        proba = node(post.pop("op"), [raw], "proba", out=operator.outputs[1].full_name, **post)
+    else:
+        scores = node(post.pop("op"), [raw], "scores", **post)
+        one = scope.get_unique_variable_name("one")
+        container.add_initializer(one, None, None, from_array(np.ones((1, 1), dtype=np.float32), one))
+        proba = node("Concat", [node("Sub", [one, scores], "p0"), scores], "proba",
+                     out=operator.outputs[1].full_name, axis=1)
     index = node("ArgMax", [proba], "index", axis=1, keepdims=0)  # the first of equal maxima, as numpy's argmax
     add_label_output(scope, container, est.classes_, index, operator.outputs[0].full_name)
 
 
 register_technique(Technique("onnx-trees", OnnxTreesConfig, _apply, _applies, lambda p: [OnnxTreesConfig()],
-                             stage=3, description="a forest or boosted model (binary or regression) as one compact "
+                             stage=3, description="a forest (binary or regression) or boosted model as one compact "
                                                   "ONNX TreeEnsemble node (opset 5): the same trees, a third of the file"))

@@ -185,9 +185,11 @@ def graph_optimization_parts(value: str) -> tuple[str, list[str]]:
     return level, [r[1:] for r in rest]
 
 
-def ort_session(onnx_bytes: bytes, threads: int | None = None, graph_optimization: str = "all"):
+def ort_session(onnx_bytes: bytes, threads: int | None = None, graph_optimization: str = "all",
+                optimized_path: str | None = None):
     """An ONNX Runtime CPU session: the graph optimisation setting (``graph_optimization_parts``) and, when
-    given, that many intra-op threads (one inter-op)."""
+    given, that many intra-op threads (one inter-op); ``optimized_path``: where to write the graph as the
+    session optimised it."""
     import onnxruntime as ort
 
     levels = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -200,6 +202,9 @@ def ort_session(onnx_bytes: bytes, threads: int | None = None, graph_optimizatio
     if threads:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+        so.log_severity_level = 3  # not the warning that an optimised graph is specific to this machine
     try:
         return ort.InferenceSession(onnx_bytes, so, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=off or None)

@@ -96,27 +96,39 @@ def _copy_with(est, runtime: str, graph, graph_optimization: str):
 # 1.32 makes of 6 of the int8 MiniLM's 13 layer norms (none in the fp32 export): on a 2-vCPU AVX-512 machine,
 # 1 thread, those 6 took 18% of the graph's time, ten times as long per node as the other 7 LayerNormalization
 # nodes, and the graph ran 1.17-1.20x as fast without the fusion (`benchmarks/probe_int8.py`).
-OPTIONAL_FUSIONS = ("SkipLayerNormFusion",)
+OPTIONAL_FUSIONS = {"SkipLayerNormFusion": "SkipLayerNormalization"}  # optimizer -> the operator it makes
 FUSION_GAIN = 0.05  # a fusion is left out only when that makes the graph at least this much faster
 TIMING_ROWS = 128
 
 
 def tuned_setting(pipeline, graph: bytes, level: str, X) -> str:
     """``level`` followed by `` -Name`` for each of ``OPTIONAL_FUSIONS`` that slows ``graph`` down on this
-    machine: the graph run on up to ``TIMING_ROWS`` of the rows ``X`` (the inputs of ``pipeline``'s fp32 graph
-    fit every variant of it), 1 thread, the median of 3 interleaved passes after a warm-up, each fusion left
-    out when that is ``FUSION_GAIN`` faster. Outputs differ only by float rounding; the search judges the
-    variant with the setting it ships with."""
+    machine: where the session's optimised graph has the fused operator, the graph run on up to
+    ``TIMING_ROWS`` of the rows ``X`` (the inputs of ``pipeline``'s fp32 graph fit every variant of it), 1
+    thread, the median of 3 interleaved passes after a warm-up, each fusion left out when that is
+    ``FUSION_GAIN`` faster. Outputs differ only by float rounding; the search judges the variant with the
+    setting it ships with."""
+    import tempfile
     import time
+    from pathlib import Path
+
+    import onnx
 
     from ..candidates.artifact import ort_session
 
     if level != "all" or X is None or not len(X):
         return level
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = str(Path(tmp) / "optimized.onnx")
+        default = ort_session(graph, 1, level, optimized_path=optimized)
+        made = {n.op_type for n in onnx.load(optimized, load_external_data=False).graph.node}
     feeds = calibration_feeds(pipeline, X, TIMING_ROWS)
-    setting = level
-    for fusion in OPTIONAL_FUSIONS:
-        sessions = {s: ort_session(graph, 1, s) for s in (setting, f"{setting} -{fusion}")}
+    setting, current = level, default
+    for fusion, op in OPTIONAL_FUSIONS.items():
+        if op not in made:  # nothing to leave out
+            continue
+        candidate = f"{setting} -{fusion}"
+        sessions = {setting: current, candidate: ort_session(graph, 1, candidate)}
         times = {s: [] for s in sessions}
         for s in sessions.values():
             s.run(None, feeds[0])
@@ -128,7 +140,7 @@ def tuned_setting(pipeline, graph: bytes, level: str, X) -> str:
                 times[name].append(time.perf_counter() - t0)
         base, without = (float(np.median(t)) for t in times.values())
         if without < (1 - FUSION_GAIN) * base:
-            setting = f"{setting} -{fusion}"
+            setting, current = candidate, sessions[candidate]
     return setting
 
 

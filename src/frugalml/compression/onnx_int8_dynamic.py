@@ -11,7 +11,7 @@ library default), and on MiniLM only the FFN output matrices need them (`benchma
 512 film reviews: per-tensor rounding error 0.05-0.40 there, 0.01-0.05 elsewhere). So "mixed" is tried first: one scale
 per matrix, per-channel scales where one scale rounds the weights by more than 5%: embeddings at cosine 0.991
 mean / 0.983 worst to fp32 (per-channel 0.992 / 0.982, per-tensor 0.957 / 0.905), level with the per-tensor
-graph in that probe (0.995x-1.013x over three runs). Then per-channel, then per-tensor.
+graph in that probe (0.995x-1.013x over four runs). Then per-channel, then per-tensor.
 
 Built with calibration rows (as the search builds it), the variant's session leaves out ONNX Runtime's
 SkipLayerNormalization fusion where the graph measures faster without it (``encoder.tuned_setting``): on

@@ -101,11 +101,11 @@ def _lightgbm(model) -> Trees | None:
         nodes = []
 
         def walk(node):  # depth first, left first; -> this node's index
-            k = len(nodes)
+            i = len(nodes)
             nodes.append(node)
             if "leaf_value" not in node:
                 node["_left"], node["_right"] = walk(node["left_child"]), walk(node["right_child"])
-            return k
+            return i
 
         walk(info["tree_structure"])
         split = ["leaf_value" not in n for n in nodes]
@@ -314,19 +314,19 @@ def _convert(scope, operator, container):
 
     x = node("Cast", [operator.inputs[0].full_name], "x", to=TensorProto.FLOAT)
     attributes, after = est.nodes()
-    post = dict(op=after.op_type, **{a.name: onnx.helper.get_attribute_value(a) for a in after.attribute})
+    post, post_attrs = after.op_type, {a.name: onnx.helper.get_attribute_value(a) for a in after.attribute}
     raw = scope.get_unique_variable_name("raw")
     # skl2onnx knows ai.onnx.ml up to opset 3: the node is declared at 3 and export_onnx raises the model's
     # ai.onnx.ml import to ML_OPSET (``onnx_ml_opset``) once skl2onnx is done
     container.add_node("TreeEnsemble", [x], raw, op_domain="ai.onnx.ml", op_version=3,
                        name=scope.get_unique_operator_name("TreeEnsemble"), **attributes)
     if not hasattr(est, "classes_"):
-        node(post.pop("op"), [raw], "y", out=operator.outputs[0].full_name, **post)
+        node(post, [raw], "y", out=operator.outputs[0].full_name, **post_attrs)
         return
     if len(est.classes_) > 2:  # the Softmax's probabilities
-        proba = node(post.pop("op"), [raw], "proba", out=operator.outputs[1].full_name, **post)
+        proba = node(post, [raw], "proba", out=operator.outputs[1].full_name, **post_attrs)
     else:
-        scores = node(post.pop("op"), [raw], "scores", **post)
+        scores = node(post, [raw], "scores", **post_attrs)
         one = scope.get_unique_variable_name("one")
         container.add_initializer(one, None, None, from_array(np.ones((1, 1), dtype=np.float32), one))
         proba = node("Concat", [node("Sub", [one, scores], "p0"), scores], "proba",

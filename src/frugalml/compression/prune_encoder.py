@@ -209,7 +209,7 @@ def _teacher_pass(encoder, head, texts: list[str], length: int, unit: bool):
     return pooled, proba, scores, head_scores
 
 
-def _prune(encoder, layers: int, ffn: float, scores, heads: float = 1.0, head_scores=None):
+def _prune(encoder, layers: int, ffn: float, heads: float, scores, head_scores):
     """A copy of BERT ``encoder`` with ``layers`` of its layers (the first ``layers - 1`` and the last), in each
     the ``ffn`` fraction of feed-forward neurons with the highest ``scores`` and the ``heads`` fraction of
     attention heads with the highest ``head_scores``, and no pooler. -> (network, its config as JSON)."""
@@ -296,7 +296,7 @@ def _apply(pipeline, cfg: PruneEncoderConfig, calibration):
                          f"0 < ffn <= 1 of the feed-forward neurons and 0 < heads <= 1 of the attention heads; "
                          f"got layers={cfg.layers}, ffn={cfg.ffn}, heads={cfg.heads}")
     pooled, proba, scores, head_scores = _teacher_pass(teacher, head, rows, length, unit)
-    student, config_json = _prune(teacher, cfg.layers, cfg.ffn, scores, cfg.heads, head_scores)
+    student, config_json = _prune(teacher, cfg.layers, cfg.ffn, cfg.heads, scores, head_scores)
     _finetune(student, head, rows, pooled, proba, length, unit, cfg.epochs)
     if clf is not None:
         import torch

@@ -94,3 +94,31 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> float:
     if b + c == 0:
         return 1.0
     return float(stats.binomtest(b, b + c, 0.5).pvalue)
+
+
+VERDICTS = ("harm", "non_inferior", "inconclusive")
+
+
+def verdict(lower: float, upper: float, margin: float) -> str:
+    """Three outcomes for a difference d (higher-is-better) and its confidence bounds, against the margin:
+    ``harm`` (d < -margin shown: upper < -margin), ``non_inferior`` (d > -margin shown: lower > -margin), or
+    ``inconclusive`` (the interval straddles -margin: too few rows to tell)."""
+    if upper < -margin:
+        return "harm"
+    if lower > -margin:
+        return "non_inferior"
+    return "inconclusive"
+
+
+def rows_needed(n: int, diff: float, lower: float, upper: float, margin: float) -> int | None:
+    """Rows at which an inconclusive difference would become conclusive, if the observed difference and
+    per-row variance held: the bound on the estimate's side of -margin shrinks as 1/sqrt(rows).
+
+    None when the estimate sits on the margin itself (no number of rows decides it)."""
+    if diff > -margin and diff > lower:  # non-inferiority side: lower bound must clear -margin
+        ratio = (diff - lower) / (diff + margin)
+    elif diff < -margin and upper > diff:  # harm side: upper bound must fall below -margin
+        ratio = (upper - diff) / (-margin - diff)
+    else:
+        return None
+    return int(np.ceil(n * ratio ** 2))

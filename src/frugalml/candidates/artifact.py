@@ -1,7 +1,8 @@
 """The deployable artifact: a fitted pipeline exported to ONNX (and skops), loaded back without pickle.
 
 A model folder holds ``meta.json`` (schema, format, checks), ``model.onnx`` when the export worked and
-agrees with the native model, and ``model.skops`` (the scikit-learn object, loaded with a type allow-list).
+agrees with the native model (a tree model as one compact TreeEnsemble node, ``tree_graph``, where that node
+reproduces it), and ``model.skops`` (the scikit-learn object, loaded with a type allow-list).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ SKOPS_FILE = "model.skops"
 # parameters, arrays, safetensors and ONNX bytes.
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.",
                     "frugalml.candidates.text.", "frugalml.candidates.torch_mlp.", "frugalml.candidates.onnx_graph.",
-                    "frugalml.candidates.hf_text.", "frugalml.compression.prune_encoder.",
-                    "frugalml.compression.onnx_trees.")
+                    "frugalml.candidates.hf_text.", "frugalml.candidates.tree_graph.",
+                    "frugalml.compression.prune_encoder.",
+                    "frugalml.compression.onnx_trees.")  # CompactTrees* saved before they moved to tree_graph
 
 
 class OnnxExportError(Exception):
@@ -81,40 +83,113 @@ def onnx_inputs(frame: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
     ``text`` (n, text columns) strings, each present when the schema has such columns.
 
     Takes a user's frame as it comes (same conversions as ``data.prepare_frame``, missing categories ->
-    data.MISSING) without building a new DataFrame: at batch 1 that costs more than the model itself.
+    data.MISSING) without building a new DataFrame, and reads each column's array by position rather than
+    through ``frame[c]`` (a new Series per column): at batch 1 either costs more than the model itself.
     """
-    missing = [c for c in schema.columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"missing column(s) {', '.join(map(repr, missing))}; the model needs {schema.columns}")
+    values = _column_arrays(frame, schema)
+    if values is None:  # a column missing, or a name the frame repeats: the careful path, by name
+        missing = [c for c in schema.columns if c not in frame.columns]
+        if missing:
+            raise DataError(f"missing column(s) {', '.join(map(repr, missing))}; the model needs {schema.columns}")
+        values = [frame[c] for c in schema.columns]
+    n_num, n_cat = len(schema.numeric), len(schema.categorical)
     feeds = {}
+    n = len(frame)
     if schema.numeric:
-        cols = []
-        for c in schema.numeric:
+        num = np.empty((n_num, n), dtype=np.float32)  # a column per row, transposed below: contiguous writes
+        for j, c in enumerate(schema.numeric):
+            v = values[j]
+            if isinstance(v, np.ndarray) and v.dtype.kind in "fiub":
+                num[j] = v  # the cast np.asarray(v, dtype=np.float32) makes, without the copy
+                continue
             try:
-                cols.append(np.asarray(frame[c].to_numpy(), dtype=np.float32))
+                num[j] = np.asarray(_to_numpy(v), dtype=np.float32)
             except (TypeError, ValueError):  # pandas NA, numeric strings: the slow, forgiving path
                 one = prepare_frame(frame[[c]], Schema(schema.task, [c], [], schema.target))
-                cols.append(one[c].to_numpy(dtype=np.float32))
-        feeds["num"] = np.stack(cols, axis=1)
+                num[j] = one[c].to_numpy(dtype=np.float32)
+        feeds["num"] = np.ascontiguousarray(num.T)  # (n, numeric columns); at one row, no copy
     if schema.categorical:
-        cols = []
-        for c in schema.categorical:
-            values = frame[c].to_numpy(dtype=object)
-            mask = pd.isna(values)
-            cols.append((np.where(mask, MISSING, values) if mask.any() else values).astype(str).astype(object))
-        feeds["cat"] = np.stack(cols, axis=1)
+        feeds["cat"] = _strings(n, values[n_num:n_num + n_cat], MISSING)
     if schema.text:
-        cols = []
-        for c in schema.text:
-            values = frame[c].to_numpy(dtype=object)
-            mask = pd.isna(values)
-            cols.append((np.where(mask, "", values) if mask.any() else values).astype(str).astype(object))
-        feeds["text"] = np.stack(cols, axis=1)
+        feeds["text"] = _strings(n, values[n_num + n_cat:], "")
     return feeds
 
 
-def export_onnx(pipeline, schema: Schema) -> bytes:
-    """Convert a fitted pipeline to ONNX bytes, or raise OnnxExportError saying why."""
+def _column_arrays(frame: pd.DataFrame, schema: Schema) -> list | None:
+    """The schema's columns as pandas holds them (a numpy or extension array each), found by position; None when
+    one is missing or its name is not unique. pandas' ``_get_column_array`` (1.3 to 3.x) is what ``frame[c]``
+    wraps in a Series; where a pandas lacks it, None too."""
+    get = getattr(frame, "_get_column_array", None)
+    if get is None:
+        return None
+    index = frame.columns
+    out = []
+    for c in schema.columns:
+        try:
+            where = index.get_loc(c)
+        except KeyError:
+            return None
+        if not isinstance(where, (int, np.integer)):  # a repeated name: a slice or a mask
+            return None
+        out.append(get(where))
+    return out
+
+
+def _to_numpy(values, dtype=None) -> np.ndarray:
+    """What ``Series.to_numpy(dtype)`` gives for a column's array (or a Series)."""
+    if isinstance(values, np.ndarray):
+        return values if dtype is None else np.asarray(values, dtype=dtype)
+    return values.to_numpy(dtype=dtype)
+
+
+def _strings(n: int, columns: list, fill: str) -> np.ndarray:
+    """(n, columns) str objects from the columns' arrays; missing values -> ``fill``."""
+    values = np.empty((n, len(columns)), dtype=object)
+    for j, v in enumerate(columns):
+        values[:, j] = _to_numpy(v, object)
+    if values.size <= 64 and all(type(x) is str for x in values.flat):  # a few rows of text: nothing missing
+        return values.astype(str).astype(object)
+    return np.where(pd.isna(values), fill, values).astype(str).astype(object)
+
+
+def export_onnx(pipeline, schema: Schema, *, compact_trees: bool = True) -> bytes:
+    """Convert a fitted pipeline to ONNX bytes, or raise OnnxExportError saying why.
+
+    A tree model that ``tree_graph`` reads is written as one compact ``TreeEnsemble`` node when that node
+    reproduces the model (``onnx_is_faithful`` on rows at its split thresholds, ``tree_graph.edge_rows``);
+    anything else, or ``compact_trees=False``, as skl2onnx (onnxmltools for LightGBM) writes it.
+    """
+    if compact_trees:
+        try:
+            compact = _compact_tree_pipeline(pipeline)
+        except Exception:  # a tree model shaped as tree_graph does not expect: never worse than skl2onnx's export
+            compact = None
+        if compact is not None:
+            try:
+                return _skl2onnx(compact, schema)
+            except OnnxExportError:
+                pass  # skl2onnx's own converter may still export the model
+    return _skl2onnx(pipeline, schema)
+
+
+def _compact_tree_pipeline(pipeline):
+    """The pipeline with its tree model as ``tree_graph.CompactTrees``, or None when the compact node cannot
+    express the model or does not reproduce it."""
+    from sklearn.pipeline import Pipeline
+
+    from .tree_graph import compact_trees, edge_rows, reproduction
+
+    name, model = pipeline.steps[-1]
+    compact = compact_trees(model)
+    if compact is None:
+        return None
+    task = "classification" if hasattr(model, "classes_") else "regression"
+    if not onnx_is_faithful(reproduction(model, compact, edge_rows(model)), task):
+        return None
+    return Pipeline(pipeline.steps[:-1] + [(name, compact)])
+
+
+def _skl2onnx(pipeline, schema: Schema) -> bytes:
     try:
         from skl2onnx import to_onnx
         from skl2onnx.common.data_types import FloatTensorType, StringTensorType
@@ -138,7 +213,7 @@ def export_onnx(pipeline, schema: Schema) -> bytes:
     except Exception as exc:  # skl2onnx raises many types for unsupported models; all mean "cannot export"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise OnnxExportError(f"{type(model).__name__}: {first[:200]}") from None
-    ml_opset = getattr(model, "onnx_ml_opset", None)  # an op newer than skl2onnx knows (compression.onnx_trees)
+    ml_opset = getattr(model, "onnx_ml_opset", None)  # an op newer than skl2onnx knows (tree_graph.CompactTrees)
     for entry in onx.opset_import if ml_opset else []:
         if entry.domain == "ai.onnx.ml":
             entry.version = max(entry.version, ml_opset)
@@ -328,10 +403,11 @@ class DeployedModel:
         self.meta = meta
         self.name = meta.get("candidate", "")
         self.format = meta.get("format", "")
+        self._classes = None if schema.classes is None else np.asarray(schema.classes, dtype=object)
 
     @property
     def classes_(self):
-        return None if self.schema.classes is None else np.asarray(self.schema.classes, dtype=object)
+        return None if self._classes is None else self._classes.copy()
 
     def _frame(self, X) -> pd.DataFrame:
         if not isinstance(X, pd.DataFrame):
@@ -342,9 +418,8 @@ class DeployedModel:
 
     def predict(self, X) -> np.ndarray:
         out = self._predictor.predict(self._frame(X))
-        if self.schema.task == "classification":
-            classes = self.classes_
-            return classes[np.asarray(out, dtype=np.int64)]
+        if self._classes is not None:
+            return self._classes[np.asarray(out, dtype=np.int64)]
         return np.asarray(out, dtype=np.float64)
 
     def predict_proba(self, X) -> np.ndarray:

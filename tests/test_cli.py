@@ -22,12 +22,14 @@ def test_select_cli_with_a_user_candidate(tmp_path, capsys, monkeypatch, validat
     monkeypatch.chdir(tmp_path)
     linear_data(n=300).to_csv(tmp_path / "d.csv", index=False)
     code = main(["select", "d.csv", "--target", "label", "--group", "region", "--candidate", "linear",
-                 "--candidate", "my_models:ridge", "--out", "run", "--json", *FAST])
+                 "--candidate", "my_models:ridge", "--out", "run", "--json", "--strict-groups", "--allow-baseline",
+                 "--stability-draws", "20", *FAST])
     out = capsys.readouterr().out
     assert code == 0
     d = json.loads(out)
     validate_decision(d)
     assert {c["name"] for c in d["candidates"]} == {"linear", "ridge"}
+    assert d["settings"]["strict_groups"] and d["settings"]["allow_baseline"] and d["stability"]["draws"] == 20
     assert json.loads((tmp_path / "run" / "decision.json").read_text()) == d
     assert (tmp_path / "run" / "model" / "meta.json").exists()
 

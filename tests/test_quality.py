@@ -59,3 +59,34 @@ def test_every_candidate_failing_is_a_clean_error():
     with pytest.raises(frugalml.FrugalError, match="every candidate failed: linear: ValueError: nope"):
         decide(resolve_metric("accuracy", "classification", 2), failed, {}, [CANDIDATES.get("linear")], {}, 0.25,
                DecisionConfig())
+
+
+@pytest.mark.parametrize("task_kind,metric_name", [
+    ("classification", "accuracy"), ("classification", "balanced_accuracy"), ("classification", "log_loss"),
+    ("classification", "f1"), ("classification", "roc_auc"),
+    ("regression", "r2"), ("regression", "mse"), ("regression", "rmse"), ("regression", "mae")])
+def test_resampled_scores_equal_the_scorer_on_weighted_rows(task_kind, metric_name):
+    """Each draw's score is the metric on the rows repeated as often as their weight (the fast paths compute
+    means of per-row values for all draws at once; they must agree with scikit-learn's scorer)."""
+    from frugalml.evaluation.metrics import Replay, resampled_scores, score
+
+    rng = np.random.default_rng(0)
+    n = 120
+    if task_kind == "classification":
+        y = rng.integers(0, 2, n)
+        proba = np.clip(0.5 + (y - 0.5) * rng.random(n), 0.01, 0.99)
+        out = {"predict": (proba > 0.5).astype(int), "predict_proba": np.column_stack([1 - proba, proba])}
+        n_classes = 2
+    else:
+        y = rng.normal(size=n)
+        out = {"predict": y + rng.normal(scale=0.5, size=n)}
+        n_classes = None
+    metric = resolve_metric(metric_name, task_kind, n_classes)
+    replay = Replay(task_kind, n_classes, out)
+    idx = np.arange(n)
+    weights = rng.poisson(1.0, size=(5, n))
+    got = resampled_scores(metric, replay, idx, y, np.vstack([np.ones(n), weights]))
+    assert got[0] == pytest.approx(score(metric, replay, idx, y))  # unit weights: the plain score
+    for k, w in enumerate(weights, start=1):
+        rows = np.repeat(idx, w)  # a weight of k: the row k times
+        assert got[k] == pytest.approx(score(metric, replay, rows, y[rows]), rel=1e-9, abs=1e-12)

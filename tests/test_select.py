@@ -82,9 +82,11 @@ def test_a_model_that_hurts_one_group_is_not_recommended(fast_cost, validate_dec
     lin = by_name(d)["linear"]
     assert lin["vs_best"]["non_inferior"]  # still on par overall...
     assert lin["groups"]["g=B"]["non_inferior"] is False  # ...but not in group B
-    assert lin["groups"]["g=A"]["non_inferior"] is True
+    assert lin["groups"]["g=B"]["verdict"] == "harm"  # where the harm is shown, not merely unproven
+    assert lin["groups"]["g=B"]["harm_bound"] < -0.1
+    assert lin["groups"]["g=A"]["non_inferior"] is True and lin["groups"]["g=A"]["verdict"] == "non_inferior"
     assert not lin["on_par"]
-    assert lin["rejected_because"].startswith("group g=B")
+    assert lin["rejected_because"].startswith("group g=B") and "harm shown" in lin["rejected_because"]
     assert d["recommended"] == "random_forest"
 
 
@@ -167,3 +169,78 @@ def test_a_costlier_reason_names_the_cost_that_decided():
     assert why["a"] == "on par, but costlier: p99 latency 0.0305 ms vs 0.0143 ms for b"
     assert why["c"].startswith("on par, but costlier: size 1.71 MB vs 565 kB for b (level on p99 latency")
     assert why["d"].startswith("on par and as cheap (p99 latency 0.0141 ms vs 0.0143 ms, size 564 kB vs 565 kB)")
+
+    # Latencies that differ beyond two figures but whose measured intervals overlap are level too: size decides.
+    records = [rec("lin", 0.0176, 1_410), rec("mlp", 0.0142, 15_000)]
+    records[0]["cost"]["latency_ms_p99_ci"] = [0.0150, 0.0190]
+    records[1]["cost"]["latency_ms_p99_ci"] = [0.0130, 0.0160]
+    assert recommend(records, "latency", {"lin": 0, "mlp": 1})["name"] == "lin"
+    assert records[1]["rejected_because"].startswith("on par, but costlier: size 15 kB vs 1.41 kB for lin (level on p99")
+    records[0]["cost"]["latency_ms_p99_ci"] = [0.0170, 0.0190]  # apart: the latency decides
+    assert recommend(records, "latency", {"lin": 0, "mlp": 1})["name"] == "mlp"
+
+
+def test_every_run_reports_how_stable_its_decision_is(fast_cost):
+    df = linear_data(n=600)
+    kwargs = dict(groups=["region"], candidates=["linear", "decision_tree", "random_forest"], cost=fast_cost,
+                  cost_priority="size")
+    d = frugalml.select(df, "label", **kwargs).decision
+    st = d["stability"]
+    assert st["draws"] == 200 and sum(st["recommended_in_draws"].values()) == pytest.approx(1.0)
+    assert st["same_recommendation"] == st["recommended_in_draws"][d["recommended"]]
+    assert st["same_recommendation"] >= 0.9  # a linear truth: linear, whatever rows were drawn
+    assert ("not stable" in d["reason"]) == (st["same_recommendation"] < 0.8)
+    assert frugalml.select(df, "label", stability_draws=0, **kwargs).decision["stability"] is None
+
+
+def test_a_near_tie_is_reported_unstable():
+    """Two candidates whose fold scores differ by noise and a tolerance too small to show on par: the top, and so
+    the recommendation, depends on the rows; the stability figure says so."""
+    from frugalml.candidates import Candidate
+    from frugalml.data import Splits
+    from frugalml.evaluation.metrics import resolve_metric
+    from frugalml.evaluation.quality import FoldScores
+    from frugalml.selection import DecisionConfig, decide
+    from frugalml.selection.stability import stability
+
+    rng = np.random.default_rng(0)
+    n, metric = 2000, resolve_metric("accuracy", "classification", 2)
+    y = rng.integers(0, 2, n)
+    perm = rng.permutation(n)
+    splits = Splits(5, 1, 0, [(np.setdiff1d(perm, p), np.sort(p)) for p in np.array_split(perm, 5)])
+    cands = [Candidate("a", None, "linear", rank=1), Candidate("b", None, "boosting", rank=2)]
+    fs = []
+    for c in cands:
+        pred = np.where(rng.random(n) < 0.75, y, 1 - y)  # independent 75%-accurate answers
+        outs = [{"predict": pred[test]} for _, test in splits.indices]
+        scores = np.array([np.mean(pred[test] == y[test]) for _, test in splits.indices])
+        fs.append(FoldScores(c.name, scores, {}, outputs=outs))
+    costs = {"a": {"latency_ms_p99": 1.0, "size_bytes": 1.0}, "b": {"latency_ms_p99": 2.0, "size_bytes": 2.0}}
+    cfg = DecisionConfig(tolerance=0.0)
+
+    def again(f):
+        return decide(metric, f, costs, cands, {}, 0.25, cfg)["recommended"]
+
+    st = stability(fs, splits, y, {}, metric, "classification", 2, again, again(fs), draws=200)
+    assert 0.2 <= st["same_recommendation"] <= 0.8
+    assert set(st["recommended_in_draws"]) == {"a", "b"}
+
+
+def test_imbalanced_target_defaults_to_balanced_accuracy_and_the_constant_is_never_recommended(fast_cost):
+    rng = np.random.default_rng(1)
+    n = 3000
+    x1, x2 = rng.normal(size=(2, n))
+    y = np.where(0.6 * x1 + rng.normal(size=n) > 2.6, "yes", "no")  # about 3% positives, a weak signal
+    df = pd.DataFrame({"x1": x1, "x2": x2, "g": rng.choice(list("abcd"), n), "y": y})
+    kwargs = dict(groups=["g"], candidates=["dummy", "linear", "decision_tree"], cost=fast_cost,
+                  cost_priority="size", stability_draws=0)
+    d = frugalml.select(df, "y", **kwargs).decision
+    assert d["metric"] == "balanced_accuracy" and "rarest class" in d["settings"]["metric_choice"]
+    assert by_name(d)["dummy"]["quality"]["mean"] == pytest.approx(0.5)  # a constant answer, whatever the rows
+
+    d = frugalml.select(df, "y", metric="accuracy", **kwargs).decision
+    dummy = by_name(d)["dummy"]
+    assert dummy["on_par"] and dummy["eligible"] is False  # accuracy cannot tell it from the models...
+    assert d["recommended"] != "dummy"  # ...but it is never the recommendation
+    assert "never recommended unless --allow-baseline" in dummy["rejected_because"]
+    assert "cannot tell these models from always giving the same answer" in d["reason"]

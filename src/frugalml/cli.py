@@ -28,6 +28,8 @@ def _progress(console):
                    console=console, transient=True)
     tasks = {}
     labels = {"fit": "fitting candidates x folds", "cost": "measuring cost of each candidate",
+              "stability": "resampling the rows: how stable is the decision",
+              "confirm": "confirming the variants that held, on rows the search never saw",
               "search": "trying compression techniques", "chain": "compressing the variants that hold again"}
 
     def update(stage, done, total):
@@ -93,6 +95,11 @@ def select(
     alpha: float = typer.Option(0.05, help="Significance level of the non-inferiority tests."),
     min_group_size: int = typer.Option(30, help="Groups with fewer rows are reported but not tested."),
     cost_priority: str = typer.Option("latency", help="latency, size, energy or memory: what 'cheapest' means."),
+    strict_groups: bool = typer.Option(False, help="A group too small to show non-inferiority rejects a candidate "
+                                       "(by default only a group that shows harm does)."),
+    allow_baseline: bool = typer.Option(False, help="Let the constant baseline be recommended."),
+    stability_draws: int = typer.Option(200, help="Bootstrap draws of the rows that measure how stable the decision "
+                                        "is (0: skip)."),
     folds: int = typer.Option(5, help="Folds per repeat."),
     repeats: int = typer.Option(2, help="Repeats of the k-fold split."),
     seed: int = typer.Option(0, help="Seed for splits and models."),
@@ -128,7 +135,8 @@ def select(
 
     _run(run_select, (data,), _console(quiet), quiet, json_out, out=out, target=target, groups=group or None,
          text=text or None, task=task, metric=metric, tolerance=tolerance, alpha=alpha,
-         min_group_size=min_group_size, cost_priority=cost_priority, folds=folds, repeats=repeats, seed=seed,
+         min_group_size=min_group_size, cost_priority=cost_priority, strict_groups=strict_groups,
+         allow_baseline=allow_baseline, stability_draws=stability_draws, folds=folds, repeats=repeats, seed=seed,
          candidates=candidates, overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost)
 
 
@@ -148,8 +156,9 @@ def compress(
                                "later-stage techniques (fewer trees, then shallower; pruned, then int8)."),
     metric: Optional[str] = typer.Option(None, help="Metric (default: the one the model was selected with)."),
     tolerance: float = typer.Option(0.01, help="Largest quality loss, in metric units, a variant may cost."),
-    alpha: float = typer.Option(0.05, help="Significance level of the bootstrap bounds."),
-    min_group_size: int = typer.Option(30, help="Groups with fewer evaluation rows are reported but not tested."),
+    alpha: float = typer.Option(0.05, help="Family-wise error level: the search screens on half the evaluation rows, "
+                                "the variants that held are confirmed on the other half in a fixed sequence."),
+    min_group_size: int = typer.Option(30, help="Groups with fewer confirmation rows are reported but not tested."),
     cost_priority: str = typer.Option("latency", help="latency, size, energy or memory."),
     seed: int = typer.Option(0, help="Seed for the calibration/evaluation split and the bootstrap."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/compress-DATE-TIME)."),

@@ -13,6 +13,9 @@ import numpy as np
 from ..errors import ConfigError
 
 DEFAULTS = {"classification": "accuracy", "regression": "r2"}
+# Below this share of rows for the rarest class, accuracy barely tells a model from always answering the
+# commonest class: the default becomes balanced accuracy (docs/statistics.md).
+IMBALANCED_SHARE = 0.10
 # Plain names for lower-is-better metrics -> the scikit-learn scorer that negates them.
 ALIASES = {"mse": "neg_mean_squared_error", "rmse": "neg_root_mean_squared_error",
            "mae": "neg_mean_absolute_error", "medae": "neg_median_absolute_error",
@@ -66,6 +69,24 @@ def resolve_metric(name: str | None, task: str, n_classes: int | None = None) ->
         raise ConfigError(f"metric {name!r} needs a binary target but there are {n_classes} classes; "
                           f"use e.g. --metric {hint}")
     return Metric(name, scorer_name, task)
+
+
+def default_metric(task: str, y: np.ndarray) -> tuple[str, str | None]:
+    """The metric used when the user names none, and why, if it is not the plain default.
+
+    For a strongly imbalanced classification target (rarest class under ``IMBALANCED_SHARE`` of the rows),
+    balanced accuracy: the mean recall over classes, which scores any constant answer at 1/classes, uses
+    the labels ``predict`` returns (unlike ROC AUC, which judges a ranking), and works for any number of
+    classes (unlike log loss, it needs no probabilities).
+    """
+    if task == "classification" and len(y):
+        counts = np.bincount(np.asarray(y, dtype=np.int64))
+        share = counts[counts > 0].min() / len(y)
+        if share < IMBALANCED_SHARE:
+            return "balanced_accuracy", (f"the rarest class is {100 * share:.1f}% of the rows, so accuracy could "
+                                         "not tell a model from always answering the commonest class; balanced "
+                                         "accuracy (mean recall per class) can. Pass --metric accuracy to override")
+    return DEFAULTS[task], None
 
 
 def _metric_kind(scorer_name: str) -> str | None:
@@ -123,3 +144,55 @@ def score(metric: Metric, replay: Replay, idx: np.ndarray, y_true: np.ndarray) -
         except ValueError:
             return float("nan")
     return value if np.isfinite(value) else float("nan")
+
+
+def resampled_scores(metric: Metric, replay: Replay, idx: np.ndarray, y_true: np.ndarray,
+                     weights: np.ndarray) -> np.ndarray:
+    """The metric on rows ``idx`` once per row of ``weights`` (draws x rows, e.g. bootstrap counts): what the
+    model would have scored on resampled rows, without predicting again.
+
+    Metrics that are means (or ratios of means) of per-row values are computed for all draws at once;
+    any other scorer is called once per draw with ``sample_weight``. NaN where a draw leaves it undefined.
+    """
+    W = np.asarray(weights, dtype=float)
+    out = replay._out
+    pred = out["predict"][idx]
+    name = metric.scorer_name
+    total = W.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "accuracy":
+            return W @ (pred == y_true) / total
+        if name == "balanced_accuracy":
+            recalls = [W[:, y_true == c] @ (pred[y_true == c] == c) / W[:, y_true == c].sum(axis=1)
+                       for c in np.unique(y_true)]
+            return np.nanmean(np.vstack(recalls), axis=0) if recalls else np.full(len(W), np.nan)
+        if name == "neg_log_loss" and "predict_proba" in out:
+            p = out["predict_proba"][idx]
+            p = p / p.sum(axis=1, keepdims=True)
+            eps = np.finfo(p.dtype).eps
+            return -(W @ -np.log(np.clip(p[np.arange(len(idx)), y_true.astype(int)], eps, 1 - eps))) / total
+        if metric.task == "regression" and name in ("r2", "neg_mean_squared_error", "neg_root_mean_squared_error",
+                                                    "neg_mean_absolute_error"):
+            err = np.asarray(y_true, dtype=float) - np.asarray(pred, dtype=float)
+            if name == "neg_mean_absolute_error":
+                return -(W @ np.abs(err)) / total
+            mse = W @ err ** 2 / total
+            if name == "neg_mean_squared_error":
+                return -mse
+            if name == "neg_root_mean_squared_error":
+                return -np.sqrt(mse)
+            yt = np.asarray(y_true, dtype=float)
+            var = W @ yt ** 2 / total - (W @ yt / total) ** 2
+            return np.where(var > 0, 1 - mse / var, np.nan)
+    import warnings
+
+    scores = np.full(len(W), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for b, w in enumerate(W):
+            keep = w > 0
+            try:
+                scores[b] = float(metric.scorer(replay, idx[keep], y_true[keep], sample_weight=w[keep]))
+            except (ValueError, TypeError):
+                pass
+    return np.where(np.isfinite(scores), scores, np.nan)

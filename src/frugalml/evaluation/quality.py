@@ -25,6 +25,7 @@ class FoldScores:
     group_scores: dict[str, np.ndarray] = field(default_factory=dict)  # "col=value" -> (J,), NaN if undefined
     fit_s: float = float("nan")
     error: str | None = None
+    outputs: list[dict] | None = None  # per fold: what the model answered on its test rows (for resampling)
 
 
 def group_masks(task: Task) -> dict[str, np.ndarray]:
@@ -60,16 +61,18 @@ def model_outputs(pipe, X: pd.DataFrame, n_classes: int | None) -> dict[str, np.
 
 
 def _fit_fold(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y: np.ndarray,
-              train: np.ndarray, test: np.ndarray) -> dict:
+              train: np.ndarray, test: np.ndarray, embeddings=()) -> dict:
     import warnings
+
+    from ..candidates.text import using_embeddings
 
     pipe = build_pipeline(estimator, schema, scale)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), using_embeddings(embeddings) as lent:
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
             pipe.fit(X.iloc[train], y[train])
-            fit_s = time.perf_counter() - t0
+            fit_s = time.perf_counter() - t0 + lent.seconds  # embeddings taken from the table cost time too
             out = model_outputs(pipe, X.iloc[test], len(schema.classes) if schema.classes else None)
     except Exception as exc:  # a candidate that fails is reported as failed, never crashes the run
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"}
@@ -132,10 +135,14 @@ def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, me
     runnable = [job for job in jobs if job not in results]
     from sklearn.base import clone
 
+    from ..candidates.text import embed_distinct
+
+    # a frozen encoder's embedding of a text is the same in every fold: each distinct text is embedded once, here
+    embeddings = embed_distinct([built[ci] for ci, _ in runnable], task.X, task.schema.text, n_jobs)
     with executor_backend(executor):
         par = Parallel(n_jobs=n_jobs if executor in (None, "", "local") else -1, return_as="generator")
         stream = par(delayed(_fit_fold)(clone(built[ci]), task.schema, candidates[ci].scale, task.X, task.y,
-                                        *splits.indices[j]) for ci, j in runnable)
+                                        *splits.indices[j], embeddings=embeddings) for ci, j in runnable)
         for k, res in enumerate(stream):
             results[runnable[k]] = res
             if store is not None:
@@ -160,5 +167,6 @@ def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, me
             for g, mask in masks.items():
                 sel = local[mask[test]]
                 gscores[g][j] = score(metric, replay, sel, task.y[test][sel]) if len(sel) else np.nan
-        out.append(FoldScores(c.name, scores, gscores, float(np.mean([r["fit_s"] for r in fold]))))
+        out.append(FoldScores(c.name, scores, gscores, float(np.mean([r["fit_s"] for r in fold])),
+                              outputs=[r["outputs"] for r in fold]))
     return out

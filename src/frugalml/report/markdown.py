@@ -30,19 +30,28 @@ def render_markdown(decision: dict) -> str:
         "",
         d["reason"],
         "",
+        *_stability(d),
         "## Candidates",
         "",
         (f"{m} ({direction}) over {st['folds']}x{st['repeats']} folds; on par = non-inferior to the best within "
-         f"{d['tolerance']:g}, overall and in every tested group (corrected resampled t-test, alpha {st['alpha']}, "
-         "Holm across groups)." if d["command"] == "select" else
-         f"{m} ({direction}) of each variant against the original on the same {st['evaluation_rows']} held-out "
-         f"rows; kept = paired bootstrap ({st['n_boot']} resamples) lower bound of the difference above "
-         f"-{d['tolerance']:g} overall (alpha {st['alpha']}) and in every tested group (Bonferroni); 'worst "
-         "group' and the per-group table give the difference to the original.")
+         f"{d['tolerance']:g} overall (corrected resampled t-test, alpha {st['alpha']}), and no tested group where "
+         "harm is shown against a candidate on par overall"
+         + (", and non-inferiority shown in every tested group (--strict-groups, Holm across groups)."
+            if st.get("strict_groups") else "; a group too small to tell is reported inconclusive, with the rows "
+            "that would tell (docs/statistics.md).")
+         + ("" if st.get("allow_baseline") else " The constant baseline is never recommended (--allow-baseline).")
+         if d["command"] == "select" else
+         f"{m} ({direction}) of each variant against the original on the same held-out rows: screened on "
+         f"{st.get('screening_rows', st['evaluation_rows'])}, then the variants that held confirmed on the other "
+         f"{st.get('confirmation_rows', 0)} rows, most expensive first, stopping at the first that fails; kept = "
+         f"the cheapest confirmed, its paired bootstrap ({st.get('n_boot_confirm', st['n_boot'])} resamples) lower "
+         f"bound of the difference above -{d['tolerance']:g} overall and in every tested group, each at alpha "
+         f"{st['alpha']} (docs/statistics.md); 'worst group' and the per-group table give the difference to the "
+         "original, on the rows each variant was last judged on.")
         + " Costs are measured on the deployed artifact (ONNX Runtime where the export is faithful), "
         f"{st['cost']['threads']} thread(s), batch 1 unless stated.",
         "",
-        f"| candidate | family | {m} [95% CI] | vs best [bound] | on par | worst group | p99 ms | native p99 ms "
+        f"| candidate | family | {m} [{100 * (1 - 2 * st['alpha']):.0f}% CI] | vs best [bound] | on par | worst group | p99 ms | native p99 ms "
         "| size | params | peak MB | rows/s (batch) | energy J/1k | $ / 1M | gCO2e / 1M | Pareto | format | why not |",
         "|" + "---|" * 18,
     ]
@@ -67,9 +76,11 @@ def render_markdown(decision: dict) -> str:
         lines += ["", "## Per group", "",
                   f"Each cell: mean {m} in the group, difference to the "
                   + ("best candidate" if d["command"] == "select" else "original")
-                  + f", and the verdict (ok = non-inferior within {d['tolerance']:g}; FAIL = not shown; "
-                  + (f"p = Holm-adjusted p-value of 'worse by more than {d['tolerance']:g}'; "
-                     if d["command"] == "select" else "bootstrap bounds at alpha / groups (Bonferroni); ")
+                  + f", and the verdict (on par = non-inferiority within {d['tolerance']:g} shown; HARM = worse "
+                  f"than the tolerance, shown; inconclusive = too few rows to tell, with about how many rows in the "
+                  "group would; "
+                  + (f"p = Holm-adjusted p-value of 'worse than the best by more than {d['tolerance']:g}'; "
+                     if d["command"] == "select" else "bootstrap bounds at alpha; ")
                   + f"untested = fewer than {st['min_group_size']} rows).", "",
                   "| candidate | " + " | ".join(f"{g} (n={e['n']})" for g, e in groups.items()) + " |",
                   "|---|" + "---|" * len(groups)]
@@ -77,7 +88,7 @@ def render_markdown(decision: dict) -> str:
             cells = []
             for g in groups:
                 e = c["groups"][g]
-                verdict = "untested" if not e.get("tested") else ("ok" if e["non_inferior"] else "FAIL")
+                verdict = _group_verdict(e)
                 diff = f" ({e['diff_vs_best']:+.4f})" if e.get("diff_vs_best") is not None else ""
                 p = f", p={e['p_value_holm']:.2g}" if "p_value_holm" in e else ""
                 cells.append(f"{_f(e['mean'])}{diff} {verdict}{p}")
@@ -85,6 +96,8 @@ def render_markdown(decision: dict) -> str:
     if d.get("failed"):
         lines += ["", "## Failed candidates", ""] + [f"- {f['name']}: {f['error']}" for f in d["failed"]]
     cs = st["cost"]
+    if st.get("metric_choice") and d["command"] == "select":
+        lines += ["", f"Metric: {m}, {st['metric_choice']}."]
     lines += [
         "", "## How this was measured", "",
         f"- Data: {d['data']['rows']} rows, {d['data']['features']} features, target `{d['data']['target']}`"
@@ -107,3 +120,26 @@ def render_markdown(decision: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _group_verdict(e: dict) -> str:
+    if not e.get("tested"):
+        return "untested"
+    verdict = e.get("verdict") or ("non_inferior" if e["non_inferior"] else "inconclusive")
+    if verdict == "harm":
+        vs = f" vs {e['harm_vs']['name']} ({e['harm_vs']['diff']:+.4f})" if e.get("harm_vs") else ""
+        return f"HARM{vs}"
+    if verdict == "inconclusive":
+        return f"inconclusive (~{e['rows_needed']:,} rows)" if e.get("rows_needed") else "inconclusive"
+    return "on par"
+
+
+def _stability(d: dict) -> list[str]:
+    st = d.get("stability")
+    if not st:
+        return []
+    others = ", ".join(f"`{name}` {100 * share:.0f}%" for name, share in st["recommended_in_draws"].items()
+                       if name != d["recommended"])
+    return [f"Stability: `{d['recommended']}` is recommended in {100 * st['same_recommendation']:.0f}% of "
+            f"{st['draws']} resamplings of the rows" + (f" (otherwise: {others})" if others else "")
+            + " (Poisson bootstrap over the stored out-of-fold predictions, no refit).", ""]

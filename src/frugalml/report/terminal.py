@@ -28,6 +28,10 @@ def print_summary(decision: dict, console=None) -> None:
     for f in d.get("failed", []):
         console.print(f"[red]failed[/red] {f['name']}: {f['error']}")
     console.print(f"[bold]recommended:[/bold] {d['recommended']} — {d['reason']}")
+    st = d.get("stability")
+    if st:
+        console.print(f"[bold]stability:[/bold] the same recommendation in {100 * st['same_recommendation']:.0f}% of "
+                      f"{st['draws']} resamplings of the rows")
 
 
 def _verdict(c: dict, recommended: str) -> str:
@@ -36,7 +40,9 @@ def _verdict(c: dict, recommended: str) -> str:
     if c["name"] == recommended:
         return "recommended"
     if why.startswith("group "):
-        return "fails " + why.split(":")[0]
+        return ("harms " if "harm shown" in why else "fails ") + why.split(":")[0]
+    if why.startswith("a constant answer"):
+        return "on par, constant answer"
     if why.startswith(("not on par overall", "quality drops")):
         return "not on par"
     return "on par, costlier" if why.startswith("on par") else why[:40]

@@ -385,6 +385,10 @@ def test_frugal_compress_on_real_minilm(tmp_path, validate_decision):
     fp32 = cands["onnx-fp32:graph_optimization=all"]
     assert dyn["cost"]["size_bytes"] < fp32["cost"]["size_bytes"] / 3.5  # int8 graph ~23 MB vs ~90 MB
     assert dyn["vs_best"]["flip_rate"] < 0.1 and fp32["vs_best"]["flip_rate"] == 0
-    assert d["recommended"] != "original"  # on 105 evaluation rows, at tolerance 0.05, a variant holds
+    # 105 evaluation rows: 52 to screen, 53 to confirm. The fp32 graph (no prediction changed) holds on the
+    # screening rows; whether a graph beats the torch original on p99 latency is up to the timing, and only a
+    # variant confirmed on the other rows may be recommended.
+    assert fp32["screening"]["on_par"] and d["settings"]["confirmation_rows"] == 53
+    assert d["recommended"] == "original" or cands[d["recommended"]]["confirmation"]["held"]
     rows = df.iloc[150:160].drop(columns=["party"])
     assert len(frugalml.load(tmp_path / "c").predict(rows)) == 10

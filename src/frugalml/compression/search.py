@@ -4,14 +4,30 @@ original on the same held-out rows, keep the ones whose quality holds overall an
 Then chains: the variants that hold are compressed again by techniques of a later stage (a pruned forest
 made shallower, a pruned encoder quantized), each judged against the original.
 
-"Holds" = the paired bootstrap lower bound of (variant - original) is above -tolerance, overall at
-level alpha and in each group with enough rows at alpha / (number of groups) (Bonferroni). Flip rates
-(rows whose prediction changed) and McNemar's exact test are reported beside it.
+"Holds" = the paired bootstrap lower bound of (variant - original) is above -tolerance, overall and in each
+group with enough rows, each at level alpha (an intersection-union test: the claim "no worse than the
+tolerance overall and in every group" is false only if one of its parts is, so each part at alpha gives the
+whole claim level alpha, with no split of alpha across groups; Berger 1982); every group
+gets a three-outcome verdict (harm shown, non-inferiority shown, inconclusive with the rows that would
+decide it) and a variant holds only where non-inferiority is shown in every tested group. Flip rates
+(rows whose prediction changed) and McNemar's exact test are reported beside it; intervals are (1 - 2 alpha)
+two-sided, the one-sided alpha bounds at their ends.
+
+The search makes no error claim by itself: it tries many variants and chains, so a truly worse one "holds"
+now and then. ``workflow.compress`` runs it on *screening* rows only, then confirms the variants that held
+on *confirmation* rows the search never saw, as a fixed-sequence test (``compression.confirm``), which is
+where the family-wise error over everything tried is controlled.
+
+Bootstrap draws: for metrics that are a function of per-row means (accuracy, MSE, RMSE, MAE, R^2, and the
+confusion-matrix metrics: balanced accuracy, F1, precision, recall, binary or macro) the draws are counts per
+row and the whole bootstrap is one matrix product; binary ROC AUC is a weighted rank sum of the same counts;
+any other scorer is replayed on every draw (the same draws, so both paths agree).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -19,7 +35,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..evaluation.metrics import Metric, Replay, score
 from ..evaluation.quality import model_outputs
-from ..selection.stats import mcnemar_exact, paired_bootstrap
+from ..selection.stats import mcnemar_exact, rows_needed, verdict
 from . import TECHNIQUES, compress, config_label
 
 
@@ -28,7 +44,7 @@ class SearchConfig:
     tolerance: float = 0.01
     alpha: float = 0.05
     min_group_size: int = 30
-    n_boot: int = 400
+    n_boot: int = 2000  # bootstrap draws of a comparison (confirmation uses at least 2,000; see confirm.py)
     seed: int = 0
     chain: bool = True  # apply later-stage techniques to the variants that hold
 
@@ -59,21 +75,197 @@ def technique_names(requested: list[str] | None, pipeline) -> list[str]:
     return usable
 
 
+# --- the bootstrap ---------------------------------------------------------------------------------------
+
+_CHUNK = 256  # draws generated (and multiplied) at a time
+_CACHE_CELLS = 2e7  # draws x rows up to which a count matrix is kept for the next comparison on as many rows
+
+
+def _draw_chunks(m: int, n_boot: int, seed: int):
+    """Row positions of the bootstrap draws, (chunk, m) at a time; a function of (m, n_boot, seed) only, so
+    every variant compared on as many rows sees the same draws (paired across variants too)."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, _CHUNK):
+        yield rng.integers(0, m, size=(min(_CHUNK, n_boot - start), m))
+
+
+def _counts(draws: np.ndarray) -> np.ndarray:
+    """(c, m) positions -> (c, m) how often each row was drawn."""
+    c, m = draws.shape
+    return np.bincount((draws + m * np.arange(c)[:, None]).ravel(), minlength=c * m).reshape(c, m).astype(np.uint16)
+
+
+@lru_cache(maxsize=16)
+def _cached_counts(m: int, n_boot: int, seed: int) -> np.ndarray:
+    counts = np.concatenate([_counts(d) for d in _draw_chunks(m, n_boot, seed)])
+    counts.flags.writeable = False
+    return counts
+
+
+def _count_chunks(m: int, n_boot: int, seed: int):
+    if m * n_boot <= _CACHE_CELLS:
+        counts = _cached_counts(m, n_boot, seed)
+        for start in range(0, n_boot, _CHUNK):
+            yield counts[start:start + _CHUNK]
+    else:
+        for d in _draw_chunks(m, n_boot, seed):
+            yield _counts(d)
+
+
+@lru_cache(maxsize=1)
+def _blas():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _r2(means: np.ndarray) -> np.ndarray:
+    sse, sst = means[..., 0], means[..., 2] - means[..., 1] ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant target: scikit-learn's 1.0 or 0.0
+        return np.where(sst > 0, 1 - sse / np.where(sst > 0, sst, 1.0), np.where(sse == 0, 1.0, 0.0))
+
+
+# Label metrics that are functions of the confusion matrix: (per class from (tp, true, predicted), average).
+_CONFUSION = {"balanced_accuracy": ("recall", "balanced"),
+              "f1": ("f1", "binary"), "precision": ("precision", "binary"), "recall": ("recall", "binary"),
+              "f1_macro": ("f1", "macro"), "precision_macro": ("precision", "macro"),
+              "recall_macro": ("recall", "macro")}
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b, 0 where b is 0 (scikit-learn's zero_division default)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), 0.0)
+
+
+def _from_confusion(kind: str, average: str, k: int):
+    def f(mean: np.ndarray) -> np.ndarray:
+        c = mean.reshape(mean.shape[:-1] + (k, k))  # (..., true, predicted), proportions of the rows
+        tp, true, pred = np.diagonal(c, axis1=-2, axis2=-1), c.sum(-1), c.sum(-2)
+        per_class = {"recall": _ratio(tp, true), "precision": _ratio(tp, pred), "f1": _ratio(2 * tp, true + pred)}[kind]
+        if average == "binary":
+            return per_class[..., 1]
+        present = true > 0 if average == "balanced" else (true + pred) > 0  # the labels scikit-learn averages over
+        return (per_class * present).sum(-1) / np.maximum(present.sum(-1), 1)
+    return f
+
+
+def per_row(scorer_name: str, y: np.ndarray, out: dict):
+    """(columns (m, k), score from the columns' means) when the metric is a function of per-row means, else
+    None. Scores in the scorer's (higher-is-better) form."""
+    pred = out["predict"]
+    if scorer_name == "accuracy":
+        return (pred == y).astype(float)[:, None], lambda mean: mean[..., 0]
+    if scorer_name in _CONFUSION:  # one column per (true, predicted) pair: the means are the confusion matrix
+        k = max(2, int(max(np.max(y, initial=0), np.max(pred, initial=0))) + 1)
+        if k > 20 or (_CONFUSION[scorer_name][1] == "binary" and k > 2):
+            return None
+        cols = np.zeros((len(y), k * k))
+        cols[np.arange(len(y)), np.asarray(y, dtype=int) * k + np.asarray(pred, dtype=int)] = 1.0
+        return cols, _from_confusion(*_CONFUSION[scorer_name], k)
+    if scorer_name not in ("neg_mean_squared_error", "neg_root_mean_squared_error", "neg_mean_absolute_error", "r2"):
+        return None
+    e = np.asarray(pred, dtype=float) - np.asarray(y, dtype=float)
+    if scorer_name == "neg_mean_absolute_error":
+        return np.abs(e)[:, None], lambda mean: -mean[..., 0]
+    if scorer_name == "neg_mean_squared_error":
+        return (e ** 2)[:, None], lambda mean: -mean[..., 0]
+    if scorer_name == "neg_root_mean_squared_error":
+        return (e ** 2)[:, None], lambda mean: -np.sqrt(mean[..., 0])
+    yc = np.asarray(y, dtype=float) - np.mean(y)  # centred: the variance from means loses no digits
+    return np.column_stack([e ** 2, yc, yc ** 2]), _r2
+
+
+def _weighted_auc(y: np.ndarray, s: np.ndarray):
+    """Binary ROC AUC with row weights (a draw's counts): the share of (positive, negative) pairs ranked right,
+    ties counting a half (what scikit-learn's trapezoid gives). -> counts (c, m) -> (c,), NaN without both
+    classes."""
+    order = np.argsort(s, kind="stable")
+    s_sorted, pos = s[order], (y[order] == 1)
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # first position of each tied run
+    run = np.cumsum(np.r_[True, s_sorted[1:] != s_sorted[:-1]]) - 1
+    first, last = starts[run], np.r_[starts[1:], len(s)][run] - 1  # each position's run
+
+    def auc(counts: np.ndarray) -> np.ndarray:
+        w = counts[:, order]
+        neg_cum = np.cumsum(w * ~pos, axis=1)  # (c, m) negative weight up to each position
+        below = np.where(first > 0, neg_cum[:, np.maximum(first - 1, 0)], 0.0)
+        tied = neg_cum[:, last] - below
+        w_pos, w_neg = (w * pos).sum(1), neg_cum[:, -1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where((w_pos > 0) & (w_neg > 0),
+                            ((w * pos) * (below + 0.5 * tied)).sum(1) / (w_pos * w_neg), np.nan)
+    return auc
+
+
+def _counted(scorer_name: str, y: np.ndarray, out: dict):
+    """The metric as a function of a draw's counts per row, (c, m) -> (c,), when it is one; else None."""
+    if scorer_name == "roc_auc":
+        s = out["predict_proba"][:, 1] if "predict_proba" in out else out.get("decision_function")
+        if s is None or np.ndim(s) != 1 or not set(np.unique(y)) <= {0, 1}:
+            return None
+        return _weighted_auc(np.asarray(y), np.asarray(s, dtype=float))
+    found = per_row(scorer_name, y, out)
+    if found is None:
+        return None
+    cols, f = found
+    return lambda counts: f((counts @ cols) / counts.sum(axis=1, keepdims=True))
+
+
+def bootstrap_scores(metric: Metric, kind: str, n_classes: int | None, y: np.ndarray, outs: list[dict],
+                     rows: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each output's score on ``rows`` (k,) and on ``n_boot`` resamples of them (n_boot, k), every output on
+    the same resampled rows (NaN where the metric is undefined on a resample)."""
+    draws = np.empty((n_boot, len(outs)))
+    fast = [_counted(metric.scorer_name, y[rows], {k: v[rows] for k, v in o.items()}) for o in outs]
+    if len(rows) and all(f is not None for f in fast):
+        observed = np.array([f(np.ones((1, len(rows))))[0] for f in fast])
+        start = 0
+        with _blas().limit(limits=1, user_api="blas"):  # products this narrow only lose to threads
+            for counts in _count_chunks(len(rows), n_boot, seed):
+                c = counts.astype(float)
+                for j, f in enumerate(fast):
+                    draws[start:start + len(c), j] = f(c)
+                start += len(c)
+        return observed, draws
+    replays = [Replay(kind, n_classes, o) for o in outs]
+    observed = np.array([score(metric, r, rows, y[rows]) for r in replays])
+    start = 0
+    for chunk in (_draw_chunks(len(rows), n_boot, seed) if len(rows) else []):
+        for pos in chunk:
+            idx = rows[pos]
+            draws[start] = [score(metric, r, idx, y[idx]) for r in replays]
+            start += 1
+    return observed, draws[:start]
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    return x[np.isfinite(x)]
+
+
+def _bounds(diffs: np.ndarray, alpha: float) -> tuple[float, float]:
+    """One-sided alpha lower and upper bounds (together a 1 - 2 alpha interval); infinite without draws."""
+    if not len(diffs):
+        return -np.inf, np.inf
+    lower, upper = np.percentile(diffs, [100 * alpha, 100 * (1 - alpha)])
+    return float(lower), float(upper)
+
+
+def _rows_needed(n: int, diff: float, lower: float, upper: float, margin: float) -> int | None:
+    if not (np.isfinite(lower) and np.isfinite(upper)):
+        return None
+    return rows_needed(n, diff, lower, upper, margin)
+
+
 def compare(metric: Metric, y: np.ndarray, ref: dict, var: dict, groups: dict[str, np.ndarray], kind: str,
             n_classes: int | None, cfg: SearchConfig) -> dict:
     """Quality of a variant vs the reference on the same rows, overall and per group."""
     rows = np.arange(len(y))
-    ref_r, var_r = Replay(kind, n_classes, ref), Replay(kind, n_classes, var)
-    s = metric.sign
-
-    def scorer(replay):
-        return lambda idx: score(metric, replay, idx, y[idx])
-
-    level = 100 * cfg.alpha
-    observed, diffs = paired_bootstrap(scorer(var_r), scorer(ref_r), rows, cfg.n_boot, cfg.seed)
-    lower, upper = np.percentile(diffs, [level, 100 - level])
-    quality, qd = paired_bootstrap(scorer(var_r), lambda idx: 0.0, rows, cfg.n_boot, cfg.seed)
-    q_lo, q_hi = sorted(s * np.percentile(qd, [2.5, 97.5]))
+    s, tol = metric.sign, cfg.tolerance
+    (quality, ref_quality), draws = bootstrap_scores(metric, kind, n_classes, y, [var, ref], rows, cfg.n_boot, cfg.seed)
+    observed = quality - ref_quality
+    lower, upper = _bounds(_finite(draws[:, 0] - draws[:, 1]), cfg.alpha)
+    q_lo, q_hi = sorted(s * np.array(_bounds(_finite(draws[:, 0]), cfg.alpha)))
     # What changed for the people behind the rows: flipped labels, or the typical change of a prediction.
     if kind == "classification":
         changed, change_key = (var["predict"] != ref["predict"]).astype(float), "flip_rate"
@@ -81,40 +273,59 @@ def compare(metric: Metric, y: np.ndarray, ref: dict, var: dict, groups: dict[st
         changed, change_key = np.abs(var["predict"] - ref["predict"]), "mean_abs_change"
     rec = {
         "quality": {"mean": s * quality, "ci_low": q_lo, "ci_high": q_hi},
-        "vs_best": {"diff_mean": s * observed, "ci_low": min(s * lower, s * upper), "ci_high": max(s * lower, s * upper),
-                    "non_inferior": bool(lower > -cfg.tolerance), change_key: float(changed.mean())},
+        "vs_best": {"diff_mean": s * observed, "ci_low": min(s * lower, s * upper),
+                    "ci_high": max(s * lower, s * upper),
+                    "non_inferior": bool(lower > -tol), "verdict": verdict(lower, upper, tol),
+                    change_key: float(changed.mean())},
         "groups": {},
     }
     if kind == "classification":
         rec["vs_best"]["mcnemar_p"] = mcnemar_exact(var["predict"] == y, ref["predict"] == y)
     tested = [g for g, m in groups.items() if m.sum() >= cfg.min_group_size]
-    g_level = 100 * cfg.alpha / max(1, len(tested))
+    g_alpha = cfg.alpha  # intersection-union: each part of "holds everywhere" at alpha (module docstring)
     for g, mask in groups.items():
         idx = rows[mask]
-        entry = {"n": int(mask.sum()), "mean": s * scorer(var_r)(idx) if len(idx) else None,
-                 "diff_vs_best": None, "non_inferior": None, "tested": False,
-                 change_key: float(changed[mask].mean()) if len(idx) else None}
+        n = len(idx)
+        entry = {"n": n, "mean": None, "diff_vs_best": None, "non_inferior": None, "tested": False,
+                 change_key: float(changed[mask].mean()) if n else None}
         if g in tested:
-            g_obs, g_diffs = paired_bootstrap(scorer(var_r), scorer(ref_r), idx, cfg.n_boot, cfg.seed)
-            g_lower = float(np.percentile(g_diffs, g_level)) if len(g_diffs) else -np.inf
-            entry.update(diff_vs_best=s * g_obs, bound=s * g_lower, tested=True,
-                         non_inferior=bool(g_lower > -cfg.tolerance))
-        else:
-            entry["note"] = f"untested: {entry['n']} rows < --min-group-size {cfg.min_group_size}"
+            (g_var, g_ref), g_draws = bootstrap_scores(metric, kind, n_classes, y, [var, ref], idx, cfg.n_boot,
+                                                       cfg.seed)
+            g_lower, g_upper = _bounds(_finite(g_draws[:, 0] - g_draws[:, 1]), g_alpha)
+            v = verdict(g_lower, g_upper, tol)
+            entry.update(mean=s * g_var, diff_vs_best=s * (g_var - g_ref), bound=s * g_lower,
+                         ci_low=min(s * g_lower, s * g_upper),
+                         ci_high=max(s * g_lower, s * g_upper), tested=True, non_inferior=v == "non_inferior",
+                         verdict=v)
+            if v == "inconclusive":
+                entry["rows_needed"] = _rows_needed(n, g_var - g_ref, g_lower, g_upper, tol)
+        else:  # too few rows to test: nothing is shown either way
+            entry.update(mean=s * score(metric, Replay(kind, n_classes, var), idx, y[idx]) if n else None,
+                         verdict="inconclusive", rows_needed=cfg.min_group_size,
+                         note=f"untested: {n} rows < --min-group-size {cfg.min_group_size}")
         rec["groups"][g] = entry
     failing = [g for g, e in rec["groups"].items() if e["tested"] and not e["non_inferior"]]
     rec["on_par"] = bool(rec["vs_best"]["non_inferior"] and not failing)
     if not rec["vs_best"]["non_inferior"]:
         bound = rec["vs_best"]["ci_low"] if s > 0 else rec["vs_best"]["ci_high"]
         rec["rejected_because"] = (f"quality drops: {metric.name} {s * observed:+.4f} vs the original, bound "
-                                   f"{bound:+.4f} beyond the {cfg.tolerance:g} tolerance")
-    elif failing:
-        worst = min(failing, key=lambda g: s * rec["groups"][g]["bound"])
+                                   f"{bound:+.4f} beyond the {tol:g} tolerance")
+    elif failing:  # harm shown first, then the lowest bound
+        worst = min(failing, key=lambda g: (rec["groups"][g]["verdict"] != "harm", s * rec["groups"][g]["bound"]))
         e = rec["groups"][worst]
         change = (f"{100 * e['flip_rate']:.1f}% of its predictions flipped" if kind == "classification"
                   else f"predictions moved by {e['mean_abs_change']:.3g} on average")
-        rec["rejected_because"] = (f"group {worst}: {e['diff_vs_best']:+.4f} {metric.name} vs the original "
-                                   f"(bound {e['bound']:+.4f}; {change}), beyond the {cfg.tolerance:g} tolerance")
+        if e["verdict"] == "harm":
+            far = e["ci_high"] if s > 0 else e["ci_low"]  # the bound nearest to no change
+            rec["rejected_because"] = (f"group {worst}: {e['diff_vs_best']:+.4f} {metric.name} vs the original, "
+                                       f"harm shown (even the bound {far:+.4f} is beyond the {tol:g} tolerance; "
+                                       f"{change})")
+        else:
+            need = (f"about {e['rows_needed']:,} rows in the group would decide it" if e.get("rows_needed")
+                    else "no number of rows decides a difference on the tolerance itself")
+            rec["rejected_because"] = (f"group {worst}: {e['diff_vs_best']:+.4f} {metric.name} vs the original, "
+                                       f"inconclusive (bound {e['bound']:+.4f} beyond the {tol:g} tolerance, harm "
+                                       f"not shown either; {change}); {need}")
     else:
         rec["rejected_because"] = None
     return rec

@@ -158,11 +158,11 @@ def test_counted_draws_agree_with_replaying_the_scorer():
                       [{"predict": yr + rng.normal(size=300)}, {"predict": yr + 0.5 * rng.normal(size=300)}]))
     for metric, kind, n_classes, y, outs in cases:
         fast = bootstrap_scores(metric, kind, n_classes, y, outs, rows, 300, 7)
-        counted, search._counted = search._counted, lambda *a: None
+        counted, search.counted_score = search.counted_score, lambda *a: None
         try:
             slow = bootstrap_scores(metric, kind, n_classes, y, outs, rows, 300, 7)
         finally:
-            search._counted = counted
+            search.counted_score = counted
         np.testing.assert_allclose(fast[0], slow[0], atol=1e-12)
         np.testing.assert_allclose(fast[1], slow[1], atol=1e-12)
 

@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError
-from ..evaluation.metrics import Metric, Replay, score
+from ..evaluation.metrics import Metric, Replay, counted_score, score
 from ..evaluation.quality import model_outputs
 from ..selection.stats import mcnemar_exact, rows_needed, verdict
 from . import TECHNIQUES, compress, config_label
@@ -119,105 +119,12 @@ def _blas():
     return ThreadpoolController()
 
 
-def _r2(means: np.ndarray) -> np.ndarray:
-    sse, sst = means[..., 0], means[..., 2] - means[..., 1] ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):  # a constant target: scikit-learn's 1.0 or 0.0
-        return np.where(sst > 0, 1 - sse / np.where(sst > 0, sst, 1.0), np.where(sse == 0, 1.0, 0.0))
-
-
-# Label metrics that are functions of the confusion matrix: (per class from (tp, true, predicted), average).
-_CONFUSION = {"balanced_accuracy": ("recall", "balanced"),
-              "f1": ("f1", "binary"), "precision": ("precision", "binary"), "recall": ("recall", "binary"),
-              "f1_macro": ("f1", "macro"), "precision_macro": ("precision", "macro"),
-              "recall_macro": ("recall", "macro")}
-
-
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a / b, 0 where b is 0 (scikit-learn's zero_division default)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(b > 0, a / np.where(b > 0, b, 1.0), 0.0)
-
-
-def _from_confusion(kind: str, average: str, k: int):
-    def f(mean: np.ndarray) -> np.ndarray:
-        c = mean.reshape(mean.shape[:-1] + (k, k))  # (..., true, predicted), proportions of the rows
-        tp, true, pred = np.diagonal(c, axis1=-2, axis2=-1), c.sum(-1), c.sum(-2)
-        per_class = {"recall": _ratio(tp, true), "precision": _ratio(tp, pred), "f1": _ratio(2 * tp, true + pred)}[kind]
-        if average == "binary":
-            return per_class[..., 1]
-        present = true > 0 if average == "balanced" else (true + pred) > 0  # the labels scikit-learn averages over
-        return (per_class * present).sum(-1) / np.maximum(present.sum(-1), 1)
-    return f
-
-
-def per_row(scorer_name: str, y: np.ndarray, out: dict):
-    """(columns (m, k), score from the columns' means) when the metric is a function of per-row means, else
-    None. Scores in the scorer's (higher-is-better) form."""
-    pred = out["predict"]
-    if scorer_name == "accuracy":
-        return (pred == y).astype(float)[:, None], lambda mean: mean[..., 0]
-    if scorer_name in _CONFUSION:  # one column per (true, predicted) pair: the means are the confusion matrix
-        k = max(2, int(max(np.max(y, initial=0), np.max(pred, initial=0))) + 1)
-        if k > 20 or (_CONFUSION[scorer_name][1] == "binary" and k > 2):
-            return None
-        cols = np.zeros((len(y), k * k))
-        cols[np.arange(len(y)), np.asarray(y, dtype=int) * k + np.asarray(pred, dtype=int)] = 1.0
-        return cols, _from_confusion(*_CONFUSION[scorer_name], k)
-    if scorer_name not in ("neg_mean_squared_error", "neg_root_mean_squared_error", "neg_mean_absolute_error", "r2"):
-        return None
-    e = np.asarray(pred, dtype=float) - np.asarray(y, dtype=float)
-    if scorer_name == "neg_mean_absolute_error":
-        return np.abs(e)[:, None], lambda mean: -mean[..., 0]
-    if scorer_name == "neg_mean_squared_error":
-        return (e ** 2)[:, None], lambda mean: -mean[..., 0]
-    if scorer_name == "neg_root_mean_squared_error":
-        return (e ** 2)[:, None], lambda mean: -np.sqrt(mean[..., 0])
-    yc = np.asarray(y, dtype=float) - np.mean(y)  # centred: the variance from means loses no digits
-    return np.column_stack([e ** 2, yc, yc ** 2]), _r2
-
-
-def _weighted_auc(y: np.ndarray, s: np.ndarray):
-    """Binary ROC AUC with row weights (a draw's counts): the share of (positive, negative) pairs ranked right,
-    ties counting a half (what scikit-learn's trapezoid gives). -> counts (c, m) -> (c,), NaN without both
-    classes."""
-    order = np.argsort(s, kind="stable")
-    s_sorted, pos = s[order], (y[order] == 1)
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # first position of each tied run
-    run = np.cumsum(np.r_[True, s_sorted[1:] != s_sorted[:-1]]) - 1
-    first, last = starts[run], np.r_[starts[1:], len(s)][run] - 1  # each position's run
-
-    def auc(counts: np.ndarray) -> np.ndarray:
-        w = counts[:, order]
-        neg_cum = np.cumsum(w * ~pos, axis=1)  # (c, m) negative weight up to each position
-        below = np.where(first > 0, neg_cum[:, np.maximum(first - 1, 0)], 0.0)
-        tied = neg_cum[:, last] - below
-        w_pos, w_neg = (w * pos).sum(1), neg_cum[:, -1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where((w_pos > 0) & (w_neg > 0),
-                            ((w * pos) * (below + 0.5 * tied)).sum(1) / (w_pos * w_neg), np.nan)
-    return auc
-
-
-def _counted(scorer_name: str, y: np.ndarray, out: dict):
-    """The metric as a function of a draw's counts per row, (c, m) -> (c,), when it is one; else None."""
-    if scorer_name == "roc_auc":
-        s = out["predict_proba"][:, 1] if "predict_proba" in out else out.get("decision_function")
-        if s is None or np.ndim(s) != 1 or not set(np.unique(y)) <= {0, 1}:
-            return None
-        return _weighted_auc(np.asarray(y), np.asarray(s, dtype=float))
-    found = per_row(scorer_name, y, out)
-    if found is None:
-        return None
-    cols, f = found
-    return lambda counts: f((counts @ cols) / counts.sum(axis=1, keepdims=True))
-
-
 def bootstrap_scores(metric: Metric, kind: str, n_classes: int | None, y: np.ndarray, outs: list[dict],
                      rows: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Each output's score on ``rows`` (k,) and on ``n_boot`` resamples of them (n_boot, k), every output on
     the same resampled rows (NaN where the metric is undefined on a resample)."""
     draws = np.empty((n_boot, len(outs)))
-    fast = [_counted(metric.scorer_name, y[rows], {k: v[rows] for k, v in o.items()}) for o in outs]
+    fast = [counted_score(metric.scorer_name, y[rows], {k: v[rows] for k, v in o.items()}) for o in outs]
     if len(rows) and all(f is not None for f in fast):
         observed = np.array([f(np.ones((1, len(rows))))[0] for f in fast])
         start = 0

@@ -146,44 +146,123 @@ def score(metric: Metric, replay: Replay, idx: np.ndarray, y_true: np.ndarray) -
     return value if np.isfinite(value) else float("nan")
 
 
+# --- scores under row weights (bootstrap draws), without predicting again ---------------------------------
+
+def _r2(means: np.ndarray) -> np.ndarray:
+    sse, sst = means[..., 0], means[..., 2] - means[..., 1] ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):  # a constant target: scikit-learn's 1.0 or 0.0
+        return np.where(sst > 0, 1 - sse / np.where(sst > 0, sst, 1.0), np.where(sse == 0, 1.0, 0.0))
+
+
+# Label metrics that are functions of the confusion matrix: (per class from (tp, true, predicted), average).
+_CONFUSION = {"balanced_accuracy": ("recall", "balanced"),
+              "f1": ("f1", "binary"), "precision": ("precision", "binary"), "recall": ("recall", "binary"),
+              "f1_macro": ("f1", "macro"), "precision_macro": ("precision", "macro"),
+              "recall_macro": ("recall", "macro")}
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b, 0 where b is 0 (scikit-learn's zero_division default)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1.0), 0.0)
+
+
+def _from_confusion(kind: str, average: str, k: int):
+    def f(mean: np.ndarray) -> np.ndarray:
+        c = mean.reshape(mean.shape[:-1] + (k, k))  # (..., true, predicted), proportions of the rows
+        tp, true, pred = np.diagonal(c, axis1=-2, axis2=-1), c.sum(-1), c.sum(-2)
+        per_class = {"recall": _ratio(tp, true), "precision": _ratio(tp, pred), "f1": _ratio(2 * tp, true + pred)}[kind]
+        if average == "binary":
+            return per_class[..., 1]
+        present = true > 0 if average == "balanced" else (true + pred) > 0  # the labels scikit-learn averages over
+        return (per_class * present).sum(-1) / np.maximum(present.sum(-1), 1)
+    return f
+
+
+def per_row(scorer_name: str, y: np.ndarray, out: dict):
+    """(columns (m, k), score from the columns' means) when the metric is a function of per-row means, else
+    None. Scores in the scorer's (higher-is-better) form."""
+    pred = out["predict"]
+    if scorer_name == "accuracy":
+        return (pred == y).astype(float)[:, None], lambda mean: mean[..., 0]
+    if scorer_name in _CONFUSION:  # one column per (true, predicted) pair: the means are the confusion matrix
+        k = max(2, int(max(np.max(y, initial=0), np.max(pred, initial=0))) + 1)
+        if k > 20 or (_CONFUSION[scorer_name][1] == "binary" and k > 2):
+            return None
+        cols = np.zeros((len(y), k * k))
+        cols[np.arange(len(y)), np.asarray(y, dtype=int) * k + np.asarray(pred, dtype=int)] = 1.0
+        return cols, _from_confusion(*_CONFUSION[scorer_name], k)
+    if scorer_name == "neg_log_loss" and "predict_proba" in out:
+        p = np.asarray(out["predict_proba"], dtype=float)
+        if np.max(y, initial=0) >= p.shape[1]:
+            return None
+        p = p / p.sum(axis=1, keepdims=True)
+        eps = np.finfo(p.dtype).eps  # scikit-learn's clipping
+        loss = -np.log(np.clip(p[np.arange(len(y)), np.asarray(y, dtype=int)], eps, 1 - eps))
+        return loss[:, None], lambda mean: -mean[..., 0]
+    if scorer_name not in ("neg_mean_squared_error", "neg_root_mean_squared_error", "neg_mean_absolute_error", "r2"):
+        return None
+    e = np.asarray(pred, dtype=float) - np.asarray(y, dtype=float)
+    if scorer_name == "neg_mean_absolute_error":
+        return np.abs(e)[:, None], lambda mean: -mean[..., 0]
+    if scorer_name == "neg_mean_squared_error":
+        return (e ** 2)[:, None], lambda mean: -mean[..., 0]
+    if scorer_name == "neg_root_mean_squared_error":
+        return (e ** 2)[:, None], lambda mean: -np.sqrt(mean[..., 0])
+    yc = np.asarray(y, dtype=float) - np.mean(y)  # centred: the variance from means loses no digits
+    return np.column_stack([e ** 2, yc, yc ** 2]), _r2
+
+
+def _weighted_auc(y: np.ndarray, s: np.ndarray):
+    """Binary ROC AUC with row weights (a draw's counts): the share of (positive, negative) pairs ranked right,
+    ties counting a half (what scikit-learn's trapezoid gives). -> counts (c, m) -> (c,), NaN without both
+    classes."""
+    order = np.argsort(s, kind="stable")
+    s_sorted, pos = s[order], (y[order] == 1)
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])  # first position of each tied run
+    run = np.cumsum(np.r_[True, s_sorted[1:] != s_sorted[:-1]]) - 1
+    first, last = starts[run], np.r_[starts[1:], len(s)][run] - 1  # each position's run
+
+    def auc(counts: np.ndarray) -> np.ndarray:
+        w = counts[:, order]
+        neg_cum = np.cumsum(w * ~pos, axis=1)  # (c, m) negative weight up to each position
+        below = np.where(first > 0, neg_cum[:, np.maximum(first - 1, 0)], 0.0)
+        tied = neg_cum[:, last] - below
+        w_pos, w_neg = (w * pos).sum(1), neg_cum[:, -1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where((w_pos > 0) & (w_neg > 0),
+                            ((w * pos) * (below + 0.5 * tied)).sum(1) / (w_pos * w_neg), np.nan)
+    return auc
+
+
+def counted_score(scorer_name: str, y: np.ndarray, out: dict):
+    """The metric as a function of row weights (a bootstrap draw's counts per row), (c, m) -> (c,), when it is a
+    function of per-row means (or binary ROC AUC, a weighted rank sum); else None (call the scorer instead)."""
+    if scorer_name == "roc_auc":
+        s = out["predict_proba"][:, 1] if "predict_proba" in out else out.get("decision_function")
+        if s is None or np.ndim(s) != 1 or not set(np.unique(y)) <= {0, 1}:
+            return None
+        return _weighted_auc(np.asarray(y), np.asarray(s, dtype=float))
+    found = per_row(scorer_name, y, out)
+    if found is None:
+        return None
+    cols, f = found
+    return lambda counts: f((counts @ cols) / counts.sum(axis=1, keepdims=True))
+
+
 def resampled_scores(metric: Metric, replay: Replay, idx: np.ndarray, y_true: np.ndarray,
                      weights: np.ndarray) -> np.ndarray:
     """The metric on rows ``idx`` once per row of ``weights`` (draws x rows, e.g. bootstrap counts): what the
     model would have scored on resampled rows, without predicting again.
 
-    Metrics that are means (or ratios of means) of per-row values are computed for all draws at once;
-    any other scorer is called once per draw with ``sample_weight``. NaN where a draw leaves it undefined.
+    Metrics that are functions of per-row means (``counted_score``) are computed for all draws at once; any other
+    scorer is called once per draw with ``sample_weight``. NaN where a draw leaves it undefined.
     """
     W = np.asarray(weights, dtype=float)
-    out = replay._out
-    pred = out["predict"][idx]
-    name = metric.scorer_name
-    total = W.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if name == "accuracy":
-            return W @ (pred == y_true) / total
-        if name == "balanced_accuracy":
-            recalls = [W[:, y_true == c] @ (pred[y_true == c] == c) / W[:, y_true == c].sum(axis=1)
-                       for c in np.unique(y_true)]
-            return np.nanmean(np.vstack(recalls), axis=0) if recalls else np.full(len(W), np.nan)
-        if name == "neg_log_loss" and "predict_proba" in out:
-            p = out["predict_proba"][idx]
-            p = p / p.sum(axis=1, keepdims=True)
-            eps = np.finfo(p.dtype).eps
-            return -(W @ -np.log(np.clip(p[np.arange(len(idx)), y_true.astype(int)], eps, 1 - eps))) / total
-        if metric.task == "regression" and name in ("r2", "neg_mean_squared_error", "neg_root_mean_squared_error",
-                                                    "neg_mean_absolute_error"):
-            err = np.asarray(y_true, dtype=float) - np.asarray(pred, dtype=float)
-            if name == "neg_mean_absolute_error":
-                return -(W @ np.abs(err)) / total
-            mse = W @ err ** 2 / total
-            if name == "neg_mean_squared_error":
-                return -mse
-            if name == "neg_root_mean_squared_error":
-                return -np.sqrt(mse)
-            yt = np.asarray(y_true, dtype=float)
-            var = W @ yt ** 2 / total - (W @ yt / total) ** 2
-            return np.where(var > 0, 1 - mse / var, np.nan)
+    fast = counted_score(metric.scorer_name, y_true, {k: v[idx] for k, v in replay._out.items()})
+    if fast is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return fast(W)
     import warnings
 
     scores = np.full(len(W), np.nan)

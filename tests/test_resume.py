@@ -65,3 +65,71 @@ def test_changed_data_discards_stored_fits(tmp_path, fast_cost, count_fits):
     frugalml.select(linear_data(n=300), "label", out=out, cost=fast_cost, **KW)
     frugalml.select(linear_data(n=300, seed=5), "label", out=out, cost=fast_cost, resume=True, **KW)
     assert len(count_fits) == 12
+
+
+@pytest.fixture
+def count_costs(monkeypatch):
+    """Counts measure_cost calls by candidate (the pipeline's model class); fail_on: the call that raises."""
+    from frugalml import workflow
+
+    calls, real = [], workflow.measure_cost
+
+    def counting(pipe, *args, **kwargs):
+        calls.append(type(pipe.steps[-1][1]).__name__)
+        if len(calls) == counting.fail_on:
+            raise KeyboardInterrupt  # killed while measuring this candidate's cost
+        return real(pipe, *args, **kwargs)
+
+    counting.fail_on = None
+    monkeypatch.setattr(workflow, "measure_cost", counting)
+    return counting, calls
+
+
+COST_KW = dict(candidates=["linear", "decision_tree", "naive_bayes"], folds=2, repeats=1, n_jobs=1)
+
+
+def test_stored_costs_are_not_measured_again(tmp_path, fast_cost, count_costs):
+    from frugalml.evaluation.trials import COSTS
+
+    counting, calls = count_costs
+    df, out = linear_data(n=300), tmp_path / "run"
+    counting.fail_on = 2  # killed while timing the second candidate: the first's cost is stored
+    with pytest.raises(KeyboardInterrupt):
+        frugalml.select(df, "label", out=out, cost=fast_cost, **COST_KW)
+    assert len(list((tmp_path / ".run.trials" / COSTS).glob("*.json"))) == 1
+    counting.fail_on = None
+    first = frugalml.select(df, "label", out=out, cost=fast_cost, resume=True, **COST_KW).decision
+    assert calls == ["LogisticRegression", "GaussianNB", "GaussianNB", "DecisionTreeClassifier"]
+
+    # a finished run, resumed: nothing is refitted or re-timed, and the decision is the same
+    calls.clear()
+    again = frugalml.select(df, "label", out=out, cost=fast_cost, resume=True, **COST_KW).decision
+    assert calls == []
+    assert [c["cost"] for c in again["candidates"]] == [c["cost"] for c in first["candidates"]]
+    assert (again["best"], again["recommended"], again["reason"]) == (first["best"], first["recommended"],
+                                                                     first["reason"])
+    # the saved model is the stored artifact, and it loads
+    assert frugalml.load(out).predict(df.drop(columns=["label"]).iloc[:5]).shape == (5,)
+
+
+def test_changed_cost_settings_or_a_damaged_entry_measure_again(tmp_path, fast_cost, count_costs):
+    from dataclasses import replace
+
+    from frugalml.evaluation.trials import COSTS
+
+    _, calls = count_costs
+    df, out = linear_data(n=300), tmp_path / "run"
+    frugalml.select(df, "label", out=out, cost=fast_cost, **COST_KW)
+    assert len(calls) == 3
+    calls.clear()
+    frugalml.select(df, "label", out=out, cost=replace(fast_cost, batch_large=100), resume=True, **COST_KW)
+    assert len(calls) == 3  # other settings: every cost measured again
+    calls.clear()
+    # one entry's JSON torn, another's skops bytes damaged: those two are measured again, the third is not
+    entries = [e for e in sorted((out / "trials" / COSTS).glob("*.json")) if '"batch_large": 100' in e.read_text()]
+    assert len(entries) == 3  # (beside the three of the first settings)
+    entries[0].write_text(entries[0].read_text()[:40])
+    skops = entries[1].with_suffix(".skops")
+    skops.write_bytes(skops.read_bytes()[:-10] + b"0123456789")
+    frugalml.select(df, "label", out=out, cost=replace(fast_cost, batch_large=100), resume=True, **COST_KW)
+    assert len(calls) == 2

@@ -283,3 +283,84 @@ def test_bad_text_input_exits_2_with_one_line(tmp_path, capsys, case):
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def count_embedded(monkeypatch):
+    """Every text the MiniLM encoder itself runs on (not those taken from a table), in a fresh table cache."""
+    from collections import OrderedDict
+
+    from frugalml.candidates import text
+
+    monkeypatch.setattr(text, "_TABLES", OrderedDict())
+    embedded, real = [], text.MiniLMEncoder._embed
+
+    def counting(self, texts):
+        embedded.extend(texts)
+        return real(self, texts)
+
+    monkeypatch.setattr(text.MiniLMEncoder, "_embed", counting)
+    return embedded
+
+
+def test_each_distinct_text_is_embedded_once_across_the_folds(debates, count_embedded, monkeypatch):
+    from frugalml.candidates import CANDIDATES, text
+    from frugalml.data import load_task, make_splits
+    from frugalml.evaluation import evaluate_quality, resolve_metric
+
+    df = sample(debates, 12).assign(statement=lambda d: d["statement"].str[:60])  # short: the encoder is slow
+    df = pd.concat([df, df.iloc[:6]], ignore_index=True)  # a repeated text is embedded once too
+    task = load_task(df, "party", text=["statement"])
+    splits = make_splits(task, 3, 2, 0)  # every row in 2 test folds and 4 training folds
+    metric = resolve_metric("accuracy", task.kind, 3)
+    candidates = [CANDIDATES.get("minilm_linear")]
+    shared = evaluate_quality(task, candidates, splits, metric, n_jobs=1)[0]
+    assert sorted(count_embedded) == sorted(set(task.X["statement"]))
+    # the same folds without the table: every fold embeds all its rows again, and scores the same
+    count_embedded.clear()
+    monkeypatch.setattr(text, "embed_distinct", lambda *a, **k: [])
+    alone = evaluate_quality(task, candidates, splits, metric, n_jobs=1)[0]
+    assert len(count_embedded) == sum(len(train) + 2 * len(test) for train, test in splits.indices)  # fit, then
+    # predict and predict_proba on the test rows: each row 8 times in 3 x 2 folds (12 times in the default 5 x 2)
+    np.testing.assert_allclose(shared.scores, alone.scores, atol=1e-9)
+    assert shared.fit_s > 0
+
+
+def test_the_embedding_table_answers_as_the_encoder_and_only_for_its_task(count_embedded):
+    from sklearn.linear_model import LogisticRegression
+
+    from frugalml.candidates import text
+    from frugalml.candidates.text import MiniLMEncoder, TextRecipe, embed_distinct, using_embeddings
+
+    first = ["The senator will cut taxes.", "Thank you.", "We will build it.", "Thank you."]
+    second = ["A kitten sleeps.", "Rates rose again.", "We will build it."]
+    recipe = TextRecipe(MiniLMEncoder(), LogisticRegression())
+    enc = MiniLMEncoder().fit(first)
+    tables = embed_distinct([recipe], pd.DataFrame({"t": first}), ["t"])
+    assert len(tables) == 1 and count_embedded == first[:3]
+    count_embedded.clear()
+    with using_embeddings(tables):
+        cached = enc.transform(first[::-1])
+    assert count_embedded == []
+    np.testing.assert_allclose(cached, enc.transform(first[::-1]), atol=1e-6)  # outside: the encoder runs
+    assert len(count_embedded) == 4
+
+    # another task: its texts are embedded for it, never answered by the first task's table
+    count_embedded.clear()
+    other = embed_distinct([recipe], pd.DataFrame({"t": second}), ["t"])
+    assert count_embedded == second
+    count_embedded.clear()
+    with using_embeddings(other):
+        got = enc.transform(second + first[:1])
+    assert count_embedded == first[:1]  # not in this task's table: embedded
+    np.testing.assert_allclose(got, enc.transform(second + first[:1]), atol=1e-6)
+    # the same texts again: the table kept from before, not embedded again; at most two tables kept
+    count_embedded.clear()
+    assert embed_distinct([recipe], pd.DataFrame({"t": first}), ["t"])[0] is tables[0] and not count_embedded
+    embed_distinct([recipe], pd.DataFrame({"t": ["one more task"]}), ["t"])
+    assert len(text._TABLES) == text._TABLES_KEPT
+    # an encoder with other settings does not read the table
+    short = MiniLMEncoder(max_length=4).fit(first)
+    with using_embeddings(tables):
+        np.testing.assert_allclose(short.transform(first), MiniLMEncoder(max_length=4).fit(first).transform(first))
+    assert not np.allclose(short.transform(first[:1]), cached[-1:], atol=1e-3)

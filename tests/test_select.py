@@ -239,6 +239,7 @@ def test_imbalanced_target_defaults_to_balanced_accuracy_and_the_constant_is_nev
     assert by_name(d)["dummy"]["quality"]["mean"] == pytest.approx(0.5)  # a constant answer, whatever the rows
 
     d = frugalml.select(df, "y", metric="accuracy", **kwargs).decision
+    assert d["settings"]["metric_choice"] == "as asked"
     dummy = by_name(d)["dummy"]
     assert dummy["on_par"] and dummy["eligible"] is False  # accuracy cannot tell it from the models...
     assert d["recommended"] != "dummy"  # ...but it is never the recommendation

@@ -159,9 +159,10 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     t = load_task(data, target, groups=groups, task=task, min_rows=folds, text=text)
     chosen = _resolve_candidates(t.kind, candidates, bool(t.schema.text))
     n_classes = len(t.schema.classes) if t.kind == "classification" else None
-    metric_why = None
+    metric_why = "as asked"
     if metric is None:
         metric, metric_why = default_metric(t.kind, t.y)
+        metric_why = metric_why or "the default for the task"
     m = resolve_metric(metric, t.kind, n_classes)
     splits = make_splits(t, folds, repeats, seed)
     report = progress or (lambda stage, done, total: None)
@@ -247,7 +248,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
         "settings": {"folds": folds, "repeats": repeats, "seed": seed, "alpha": alpha,
                      "min_group_size": min_group_size, "cost_priority": cost_priority,
                      "strict_groups": strict_groups, "allow_baseline": allow_baseline,
-                     "metric_choice": metric_why or ("as asked" if metric else "the default for the task"),
+                     "metric_choice": metric_why,
                      "cost": cost.to_json()},
         "data": {"source": t.source, "rows": t.n_rows, "features": len(t.schema.columns), "target": t.schema.target,
                  "numeric": t.schema.numeric, "categorical": t.schema.categorical, "text": t.schema.text,

@@ -109,10 +109,13 @@ def render_markdown(decision: dict) -> str:
          "the Nadeau-Bengio corrected variance." if d["command"] == "select" else
          f"- Quality: the data split in two (seed {st['seed']}): {st['calibration_rows']} calibration rows for "
          f"techniques that need data (distillation), {st['evaluation_rows']} evaluation rows for every comparison."),
-        f"- Latency: batch-1 calls after warm-up (p50/p99 of up to {cs['latency_calls']} calls), "
+        f"- Latency: batch-1 calls after warm-up, timed until the p99's 95% interval (order statistics) is within "
+        f"{100 * cs.get('latency_precision', 0.05):.0g}% of it, or {cs['latency_calls']:,} calls, or "
+        f"{cs['time_budget_s']:g} s (at least 50 calls); latencies whose intervals overlap count as level; "
         f"{cs['threads']} thread(s); 'native p99' is the scikit-learn pipeline's `.predict` on a one-row DataFrame.",
-        f"- Throughput: best of 3 calls at batch {cs['batch_large']}. Peak memory: resident memory added by loading "
-        "the artifact and predicting that batch, in a fresh process.",
+        f"- Throughput: best of up to 3 calls at batch {cs['batch_large']} (fewer rows for a model too slow for "
+        "that). Peak memory: resident memory added by loading the artifact and predicting that batch, in a process "
+        "forked for each model from one probe process.",
         f"- Energy ({d['energy']['source']}): {d['energy']['method']}.",
         f"- Money: ${cs['usd_per_hour']}/h for a {cs['instance_vcpus']}-vCPU instance, charged per core-second used. "
         f"Carbon: {cs['grid_gco2e_per_kwh']} gCO2e/kWh. Both are settable (--usd-per-hour, --grid-intensity).",

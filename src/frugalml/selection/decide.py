@@ -249,7 +249,9 @@ def recommend(records: list[dict], cost_priority: str, rank: dict[str, int]) -> 
 
 def _level(a: dict, b: dict, key: str) -> bool:
     """Two costs are level when they agree to two significant figures, or when both were measured with an
-    interval (the p99 latency's) and the intervals overlap: a difference the measurement cannot resolve."""
+    interval (the p99 latency's) and the intervals overlap: a difference the measurement cannot resolve. An
+    interval whose upper end too few calls could bound is open (infinite): level with anything above its lower
+    end, never cheaper than anything below it."""
     if _sig2(a[key]) == _sig2(b[key]):
         return True
     ia, ib = a.get(f"{key}_ci"), b.get(f"{key}_ci")

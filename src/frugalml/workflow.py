@@ -132,50 +132,10 @@ def _write_run(out_path: Path, decision: dict, schema, art: dict, info: dict, fi
         raise
 
 
-def select(data, target: str | None = None, *, groups: list[str] | None = None, text: list[str] | None = None,
-           task: str = "auto",
-           metric: str | None = None, tolerance: float = 0.01, alpha: float = 0.05, min_group_size: int = 30,
-           cost_priority: str = "latency", strict_groups: bool = False, allow_baseline: bool = False,
-           stability_draws: int = 200, folds: int = 5, repeats: int = 2, seed: int = 0,
-           candidates: list | None = None, out: str | os.PathLike | None = None, overwrite: bool = False,
-           resume: bool = False,
-           executor: str | None = None, n_jobs: int = -1, cost: CostConfig | None = None,
-           progress: Callable[[str, int, int], None] | None = None) -> SelectResult:
-    """Select the thinnest candidate on par with the best, overall and in every group; see PRODUCT.md.
-
-    ``candidates``: registered names restrict the ladder to those; ``Candidate`` objects and estimator
-    instances are added to it (to the full ladder when no name is given).
-    ``resume``: reuse the fits stored by an interrupted (or finished) run into the same ``out``.
-    ``text``: free-text columns (a builtin dataset has its own default); they switch to the text ladder.
-    ``strict_groups``: a group too small to show non-inferiority rejects a candidate (by default only a group
-    that shows harm does). ``allow_baseline``: the constant baseline may be recommended.
-    ``stability_draws``: bootstrap draws of the rows for the decision's stability (docs/statistics.md).
-    """
-    _check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority, stability_draws)
-    cost = cost or CostConfig()
-    out_path = Path(out) if out is not None else None
-    if out_path is not None:
-        _prepare_out(out_path, overwrite or resume)
-    t = load_task(data, target, groups=groups, task=task, min_rows=folds, text=text)
-    chosen = _resolve_candidates(t.kind, candidates, bool(t.schema.text))
-    n_classes = len(t.schema.classes) if t.kind == "classification" else None
-    metric_why = "as asked"
-    if metric is None:
-        metric, metric_why = default_metric(t.kind, t.y)
-        metric_why = metric_why or "the default for the task"
-    m = resolve_metric(metric, t.kind, n_classes)
-    splits = make_splits(t, folds, repeats, seed)
-    report = progress or (lambda stage, done, total: None)
-
-    store = None
-    if out_path is not None:
-        pending = out_path.parent / f".{out_path.name}.trials"
-        finished = out_path / "trials"
-        if resume and not pending.exists() and finished.is_dir():
-            shutil.copytree(finished, pending)  # copy: the finished run stays whole if this one fails
-        store = TrialStore(pending, data_fingerprint(t, splits), resume)
-    fold_scores = evaluate_quality(t, chosen, splits, m, seed=seed, n_jobs=n_jobs, executor=executor,
-                                   progress=lambda done, total: report("fit", done, total), store=store)
+def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, seed: int, store, executor, n_jobs: int,
+                   report) -> tuple[dict, dict, EnergyMeter]:
+    """Refit every candidate that did not fail on all rows, export it and measure its cost; -> (costs, artifacts,
+    the energy meter used)."""
     from joblib import Parallel, delayed
 
     from .candidates.text import embed_distinct
@@ -222,6 +182,54 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
         costs[name]["peak_memory_mb"] = mb
         if store is not None and np.isfinite(mb):
             store.update_cost(keys[name], context, costs[name])
+    return costs, artifacts, meter
+
+
+def select(data, target: str | None = None, *, groups: list[str] | None = None, text: list[str] | None = None,
+           task: str = "auto",
+           metric: str | None = None, tolerance: float = 0.01, alpha: float = 0.05, min_group_size: int = 30,
+           cost_priority: str = "latency", strict_groups: bool = False, allow_baseline: bool = False,
+           stability_draws: int = 200, folds: int = 5, repeats: int = 2, seed: int = 0,
+           candidates: list | None = None, out: str | os.PathLike | None = None, overwrite: bool = False,
+           resume: bool = False,
+           executor: str | None = None, n_jobs: int = -1, cost: CostConfig | None = None,
+           progress: Callable[[str, int, int], None] | None = None) -> SelectResult:
+    """Select the thinnest candidate on par with the best, overall and in every group; see PRODUCT.md.
+
+    ``candidates``: registered names restrict the ladder to those; ``Candidate`` objects and estimator
+    instances are added to it (to the full ladder when no name is given).
+    ``resume``: reuse the fits stored by an interrupted (or finished) run into the same ``out``.
+    ``text``: free-text columns (a builtin dataset has its own default); they switch to the text ladder.
+    ``strict_groups``: a group too small to show non-inferiority rejects a candidate (by default only a group
+    that shows harm does). ``allow_baseline``: the constant baseline may be recommended.
+    ``stability_draws``: bootstrap draws of the rows for the decision's stability (docs/statistics.md).
+    """
+    _check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority, stability_draws)
+    cost = cost or CostConfig()
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        _prepare_out(out_path, overwrite or resume)
+    t = load_task(data, target, groups=groups, task=task, min_rows=folds, text=text)
+    chosen = _resolve_candidates(t.kind, candidates, bool(t.schema.text))
+    n_classes = len(t.schema.classes) if t.kind == "classification" else None
+    metric_why = "as asked"
+    if metric is None:
+        metric, metric_why = default_metric(t.kind, t.y)
+        metric_why = metric_why or "the default for the task"
+    m = resolve_metric(metric, t.kind, n_classes)
+    splits = make_splits(t, folds, repeats, seed)
+    report = progress or (lambda stage, done, total: None)
+
+    store = None
+    if out_path is not None:
+        pending = out_path.parent / f".{out_path.name}.trials"
+        finished = out_path / "trials"
+        if resume and not pending.exists() and finished.is_dir():
+            shutil.copytree(finished, pending)  # copy: the finished run stays whole if this one fails
+        store = TrialStore(pending, data_fingerprint(t, splits), resume)
+    fold_scores = evaluate_quality(t, chosen, splits, m, seed=seed, n_jobs=n_jobs, executor=executor,
+                                   progress=lambda done, total: report("fit", done, total), store=store)
+    costs, artifacts, meter = _measure_costs(t, chosen, fold_scores, cost, seed, store, executor, n_jobs, report)
 
     masks = group_masks(t)
     sizes = {g: int(mask.sum()) for g, mask in masks.items()}

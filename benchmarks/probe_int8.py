@@ -36,7 +36,7 @@ def main():
     from onnxruntime.transformers.optimizer import optimize_model
 
     from frugalml.candidates.artifact import ort_session
-    from frugalml.candidates.text import _tokenizer, export_encoder_onnx, token_batches
+    from frugalml.candidates.text import minilm_tokenizer, export_encoder_onnx, token_batches
     from frugalml.compression.onnx_int8_dynamic import quantize_graph
     from frugalml.data import read_table
 
@@ -74,7 +74,7 @@ def main():
     for k, g in [("quantize_dynamic defaults, no SkipLayerNorm fusion", graphs["quantize_dynamic defaults (per-tensor)"]),
                  ("mixed, no SkipLayerNorm fusion (frugalml)", mixed)]:
         graphs[k], sessions[k] = g, ort_session(g, 1, no_skip_ln)
-    batches = [{"input_ids": ids, "attention_mask": mask} for _, ids, mask in token_batches(_tokenizer(), texts, 32, 256)]
+    batches = [{"input_ids": ids, "attention_mask": mask} for _, ids, mask in token_batches(minilm_tokenizer(), texts, 32, 256)]
 
     def embed(s):
         return np.concatenate([s.run(None, b)[0] for b in batches])

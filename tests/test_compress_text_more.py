@@ -138,7 +138,7 @@ def test_encoder_prune_drops_attention_heads_exactly_and_reloads(fitted, tmp_pat
     import torch
 
     from frugalml.candidates import text as minilm
-    from frugalml.candidates.text import _tokenizer, encoder_session
+    from frugalml.candidates.text import minilm_tokenizer, encoder_session
 
     pipe, task, X_cal, y_cal, X = fitted
     variant = compress(pipe, PruneEncoderConfig(2, 1.0, epochs=0, heads=0.5), calibration=(X_cal, y_cal))
@@ -158,7 +158,7 @@ def test_encoder_prune_drops_attention_heads_exactly_and_reloads(fitted, tmp_pat
             for h in set(range(4)) - set(kept):
                 old.attention.self.value.weight[h * size:(h + 1) * size] = 0
                 old.attention.self.value.bias[h * size:(h + 1) * size] = 0
-    batch = _tokenizer()(X["statement"].tolist()[:16], padding=True, truncation=True, max_length=enc.max_length,
+    batch = minilm_tokenizer()(X["statement"].tolist()[:16], padding=True, truncation=True, max_length=enc.max_length,
                          return_tensors="np")
     ids, mask = (batch[k].astype(np.int64) for k in ("input_ids", "attention_mask"))
     np.testing.assert_allclose(enc._torch_embed()(ids, mask), minilm.embedder(silenced)(ids, mask), atol=1e-5)
@@ -169,7 +169,7 @@ def test_encoder_prune_drops_attention_heads_exactly_and_reloads(fitted, tmp_pat
     # the heads dropped are each layer's lowest-scoring on the calibration texts
     from frugalml.compression.prune_encoder import _teacher_pass
 
-    *_, head_scores = _teacher_pass(original, None, minilm._texts(X_cal["statement"]), enc.max_length, True)
+    *_, head_scores = _teacher_pass(original, None, minilm.text_values(X_cal["statement"]), enc.max_length, True)
     for kept, scores in zip(kept_heads, head_scores):
         assert min(scores[kept]) > max(scores[[h for h in range(4) if h not in kept]])
     tuned = compress(pipe, PruneEncoderConfig(2, 1.0, heads=0.5), calibration=(X_cal, y_cal))
@@ -198,12 +198,12 @@ def test_encoder_prune_fine_tune_brings_the_embeddings_back(fitted):
 
 
 def test_pruned_encoder_exports_its_own_onnx_graph(fitted):
-    from frugalml.candidates.text import _tokenizer, encoder_session
+    from frugalml.candidates.text import minilm_tokenizer, encoder_session
 
     pipe, _, X_cal, y_cal, X = fitted
     enc = encoder(compress(pipe, PruneEncoderConfig(1, 0.5), calibration=(X_cal, y_cal)))
     session = encoder_session(enc.export_onnx(), "all", 1)
-    batch = _tokenizer()(X["statement"].tolist()[:8], padding=True, truncation=True, max_length=enc.max_length,
+    batch = minilm_tokenizer()(X["statement"].tolist()[:8], padding=True, truncation=True, max_length=enc.max_length,
                          return_tensors="np")
     feeds = {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
     np.testing.assert_allclose(session.run(None, feeds)[0], enc._torch_embed()(*feeds.values()), atol=1e-5)

@@ -372,9 +372,9 @@ def env(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
 
     from . import __version__
     from .evaluation.energy import EnergyMeter
-    from .workflow import _machine
+    from .workflow import machine_info
 
-    m = _machine()
+    m = machine_info()
     lines = [f"frugalml {__version__}", f"python {m['python']} on {m['platform']}",
              f"cpu {m['cpu']}, {m['cores']} logical cores"]
     try:

@@ -79,7 +79,7 @@ def _resolve_candidates(kind: str, candidates, text: bool = False) -> list[Candi
     return ladder(kind, None, extra, text=text)
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):
@@ -148,7 +148,7 @@ def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, se
     ok = [fs for fs in fold_scores if fs.error is None]
     # Each cost is stored with its artifact (the final refit, exported) as it is measured: --resume neither
     # refits nor re-times a candidate, unless the cost settings, the seed, the machine or the data changed.
-    context = {"cost": cost.to_json(), "seed": seed, "machine": _machine()}
+    context = {"cost": cost.to_json(), "seed": seed, "machine": machine_info()}
     for fs in ok:
         c = next(c for c in chosen if c.name == fs.name)
         est = c.build(t.kind, seed)
@@ -263,7 +263,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
                  "classes": t.schema.classes,
                  "dropped_rows": t.dropped_rows, "dropped_columns": t.dropped_columns},
         "energy": {"source": meter.source, "method": meter.method},
-        "machine": _machine(),
+        "machine": machine_info(),
     }
     decision = _plain(decision)
     if out_path is None:
@@ -425,7 +425,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
         "data": {"source": source, "rows": len(y), "features": len(schema.columns), "target": target,
                  "model": str(model), "original_candidate": meta.get("candidate")},
         "energy": {"source": meter.source, "method": meter.method},
-        "machine": _machine(),
+        "machine": machine_info(),
     })
     if out_path is not None:
         _write_run(out_path, decision, schema, artifacts[chosen["name"]],
@@ -442,7 +442,7 @@ def _check_target(df, target: str) -> None:
 
 def _compress_reason(chosen: dict, records: list[dict], metric, tolerance: float, cost_priority: str,
                      confirmed: dict | None = None) -> str:
-    from .selection.decide import COST_LABELS, COST_PRIORITIES, _fmt
+    from .selection.decide import COST_LABELS, COST_PRIORITIES, format_cost
 
     original = records[0]
     key = COST_PRIORITIES[cost_priority][0]
@@ -481,7 +481,7 @@ def _compress_reason(chosen: dict, records: list[dict], metric, tolerance: float
                  f"variant(s) screened on the others (fixed sequence, {len(confirmed['confirmed'])} of "
                  f"{len(confirmed['order'])} confirmed: the error over everything tried stays at alpha).")
     if a > 0 and b > a:
-        text += f" Its {label} is {_fmt(a, unit)} vs {_fmt(b, unit)} ({b / a:.3g}x lower)"
+        text += f" Its {label} is {format_cost(a, unit)} vs {format_cost(b, unit)} ({b / a:.3g}x lower)"
         sa, sb = chosen["cost"]["size_bytes"], original["cost"]["size_bytes"]
         text += f" and it is {sb / sa:.3g}x smaller." if sb > sa else "."
     return text

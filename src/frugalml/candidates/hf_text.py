@@ -143,11 +143,11 @@ def _labels(config, labels) -> list:
 
 def load_hf_model(folder, frame, target: str, text: list[str] | None):
     """A Hugging Face folder read against the data -> (pipeline, schema, meta), as ``load_pipeline`` returns."""
-    from ..data.task import Schema, _looks_like_text
+    from ..data.task import Schema, looks_like_text
     from .preprocess import build_pipeline
     from .text import TextColumn, TextRecipe
 
-    columns = list(text or [c for c in frame.columns if c != target and _looks_like_text(frame[c])])
+    columns = list(text or [c for c in frame.columns if c != target and looks_like_text(frame[c])])
     if not columns:
         raise DataError("no text column for the Hugging Face model: name it with --text")
     missing = [c for c in columns if c not in frame.columns]

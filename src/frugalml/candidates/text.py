@@ -60,7 +60,7 @@ def _transformers():
     return transformers
 
 
-def _tokenizer():
+def minilm_tokenizer():
     key = (str(model_path()), "tokenizer")
     if key not in _LOADED:
         _LOADED[key] = _transformers().AutoTokenizer.from_pretrained(key[0], local_files_only=True)
@@ -89,7 +89,7 @@ def _safetensors_params(source: bytes | Path) -> int:
                    if k != "__metadata__" and v["dtype"] in ("F16", "BF16", "F32", "F64")))
 
 
-def _texts(X) -> list[str]:
+def text_values(X) -> list[str]:
     """One column of texts (a Series, a 1-D array or an (n, 1) array) -> list of str."""
     values = np.asarray(X, dtype=object)
     if values.ndim == 2:
@@ -170,7 +170,7 @@ class TextColumn(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X):
-        return np.asarray(_texts(X), dtype=object).reshape(-1, 1)
+        return np.asarray(text_values(X), dtype=object).reshape(-1, 1)
 
 
 RUNTIMES = ("torch", "torch-int8", "torch-int8-per-channel", "onnx")
@@ -208,7 +208,7 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         _check_runtime(self)
-        texts = _texts(X)
+        texts = text_values(X)
         out = np.zeros((len(texts), self.dim_), dtype=np.float32)
         todo = range(len(texts))
         table, lent = _active_table(self)
@@ -226,7 +226,7 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """Run the encoder: texts -> (n, H) float32 unit vectors."""
-        tokenizer = _tokenizer()
+        tokenizer = minilm_tokenizer()
         embed = self._onnx_embed() if self.runtime == "onnx" else self._torch_embed()
         out = np.zeros((len(texts), self.dim_), dtype=np.float32)
         for idx, ids, mask in token_batches(tokenizer, texts, self.batch_size, self.max_length):
@@ -313,8 +313,8 @@ def _embed_part(encoder, texts: list[str]) -> np.ndarray:
 
 def _embed_parallel(encoder, texts: list[str], n_jobs: int) -> tuple[np.ndarray, int]:
     """-> ((n, H) embeddings of ``texts``, processes used): pieces of similar-length texts (little padding)
-    embedded in joblib's worker processes, one thread each (two torch threads on two busy cores can run 5x
-    slower than one)."""
+    embedded in joblib's worker processes, one thread each (on the 2-core machine under load, a MiniLM batch
+    took about 18 ms with one torch thread and about 500 ms with two)."""
     from joblib import Parallel, delayed, effective_n_jobs
 
     workers = effective_n_jobs(n_jobs)
@@ -343,7 +343,7 @@ def embed_distinct(estimators, X: pd.DataFrame, columns: list[str], n_jobs: int 
                 encoders.setdefault(key, enc)
     if not encoders or not columns:
         return []
-    texts = list(dict.fromkeys(t for c in columns for t in _texts(X[c])))  # distinct, in order of appearance
+    texts = list(dict.fromkeys(t for c in columns for t in text_values(X[c])))  # distinct, in order of appearance
     digest = hashlib.sha256("\0".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
     tables = []
     for key, enc in encoders.items():
@@ -426,7 +426,7 @@ def _to_onnx(module, output: str, tokenizer=None) -> bytes:
 
     import torch
 
-    example = (tokenizer or _tokenizer())(["an example", "a longer example sentence to trace"], padding=True,
+    example = (tokenizer or minilm_tokenizer())(["an example", "a longer example sentence to trace"], padding=True,
                                           return_tensors="pt")
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -543,7 +543,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
 
     def _join(self, X, sep: str) -> list[str]:
         X = np.asarray(X, dtype=object).reshape(len(X), -1)
-        columns = [_texts(X[:, k]) for k in range(X.shape[1])]
+        columns = [text_values(X[:, k]) for k in range(X.shape[1])]
         return [f" {sep} ".join(parts) for parts in zip(*columns)]
 
     def fit(self, X, y):
@@ -552,7 +552,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         _check_runtime(self)
         tf = _transformers()
         path = str(model_path())
-        tokenizer = _tokenizer()
+        tokenizer = minilm_tokenizer()
         self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
         texts = self._join(X, tokenizer.sep_token)
         torch.manual_seed(self.seed)
@@ -588,7 +588,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
 
     def _get_tokenizer(self):
         """The tokenizer of the network (a subclass for other models brings its own)."""
-        return _tokenizer()
+        return minilm_tokenizer()
 
     def _probabilities(self, net, input_ids, attention_mask):
         """(B, T) int64 tensors -> class probabilities (B, classes) from ``net``."""

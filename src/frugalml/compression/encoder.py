@@ -69,10 +69,10 @@ def calibration_feeds(pipeline, X, limit: int) -> list[dict]:
     graph = graph_model(pipeline)
     if graph is not None:
         return [graph.feeds(X.iloc[i:i + 64]) for i in range(0, min(len(X), limit), 64)]
-    from ..candidates.text import _tokenizer, token_batches
+    from ..candidates.text import minilm_tokenizer, token_batches
 
     clf = classifier(pipeline)
-    sample, tokenizer = texts(pipeline, X, limit), clf._get_tokenizer() if clf is not None else _tokenizer()
+    sample, tokenizer = texts(pipeline, X, limit), clf._get_tokenizer() if clf is not None else minilm_tokenizer()
     # similar lengths per batch: little padding in the ranges
     return [{"input_ids": ids, "attention_mask": mask}
             for _, ids, mask in token_batches(tokenizer, sample, 16, max_length(pipeline))]
@@ -205,7 +205,7 @@ def max_length(pipeline) -> int:
 
 def texts(pipeline, X, limit: int) -> list[str]:
     """Up to ``limit`` of the texts the MiniLM network reads for the rows ``X`` (as the pipeline receives them)."""
-    from ..candidates.text import _texts
+    from ..candidates.text import text_values
 
     clf = classifier(pipeline)
     if clf is not None:
@@ -213,7 +213,7 @@ def texts(pipeline, X, limit: int) -> list[str]:
     out: list[str] = []
     for _, _, col in encoders(pipeline):
         column = X.iloc[:, col] if hasattr(X, "iloc") else np.asarray(X, dtype=object)[:, col]
-        out += _texts(column)
+        out += text_values(column)
     return out[:limit]
 
 

@@ -166,7 +166,7 @@ def _teacher_pass(encoder, head, texts: list[str], length: int, unit: bool):
     attention head scores [(heads,)...]."""
     import torch
 
-    tokenizer = minilm._tokenizer()
+    tokenizer = minilm.minilm_tokenizer()
     layers = encoder.encoder.layer
     n_heads = encoder.config.num_attention_heads
     sums = [torch.zeros(layer.intermediate.dense.out_features) for layer in layers]
@@ -254,7 +254,7 @@ def _finetune(encoder, head, texts: list[str], pooled, proba, length: int, unit:
     import torch
     import torch.nn.functional as F
 
-    tokenizer = minilm._tokenizer()
+    tokenizer = minilm.minilm_tokenizer()
     modules = torch.nn.ModuleList([encoder] + ([head] if head is not None else []))
     opt = torch.optim.AdamW(modules.parameters(), lr=LEARNING_RATE, weight_decay=0.01)
     rng = np.random.default_rng(0)

@@ -158,12 +158,6 @@ def _bounds(diffs: np.ndarray, alpha: float) -> tuple[float, float]:
     return float(lower), float(upper)
 
 
-def _rows_needed(n: int, diff: float, lower: float, upper: float, margin: float) -> int | None:
-    if not (np.isfinite(lower) and np.isfinite(upper)):
-        return None
-    return rows_needed(n, diff, lower, upper, margin)
-
-
 def compare(metric: Metric, y: np.ndarray, ref: dict, var: dict, groups: dict[str, np.ndarray], kind: str,
             n_classes: int | None, cfg: SearchConfig) -> dict:
     """Quality of a variant vs the reference on the same rows, overall and per group."""
@@ -205,7 +199,7 @@ def compare(metric: Metric, y: np.ndarray, ref: dict, var: dict, groups: dict[st
                          ci_high=max(s * g_lower, s * g_upper), tested=True, non_inferior=v == "non_inferior",
                          verdict=v)
             if v == "inconclusive":
-                entry["rows_needed"] = _rows_needed(n, g_var - g_ref, g_lower, g_upper, tol)
+                entry["rows_needed"] = rows_needed(n, g_var - g_ref, g_lower, g_upper, tol)
         else:  # too few rows to test: nothing is shown either way
             entry.update(mean=s * score(metric, Replay(kind, n_classes, var), idx, y[idx]) if n else None,
                          verdict="inconclusive", rows_needed=cfg.min_group_size,

@@ -220,7 +220,7 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
         if not is_num and c not in groups and _identifier_like(df[c]):
             # one-hot encoding an identifier would make one column per row and learn nothing
             dropped_cols[c] = f"identifier-like: {df[c].nunique()} distinct values in {len(df)} rows" + (
-                f"; if it is free text, pass --text {c}" if _looks_like_text(df[c]) else "")
+                f"; if it is free text, pass --text {c}" if looks_like_text(df[c]) else "")
             continue
         (numeric if is_num else categorical).append(c)
     if not numeric and not categorical and not text:
@@ -254,7 +254,7 @@ def numeric_target(col: pd.Series, name: str, why: str) -> np.ndarray:
         raise DataError(f"target {name!r} is not numeric, {why}") from None
 
 
-def _looks_like_text(col: pd.Series) -> bool:
+def looks_like_text(col: pd.Series) -> bool:
     """Words rather than codes: most values hold a space."""
     values = col.dropna().astype(str)
     return len(values) > 0 and values.str.contains(" ").mean() > 0.5

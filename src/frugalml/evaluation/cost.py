@@ -27,7 +27,7 @@ class CostConfig:
     # Latency: batch-1 calls are timed until the p99's 95% interval is within latency_precision of it (at
     # least 50 calls), or latency_calls calls, or time_budget_s seconds (native_time_budget_s for the native
     # object, timed for reference only, when the deployed artifact is another one).
-    latency_calls: int = 20_000  # most timed batch-1 calls per latency measurement (a fast model: ~0.3 s)
+    latency_calls: int = 20_000  # most timed batch-1 calls per latency measurement
     time_budget_s: float = 0.75  # most seconds per latency measurement of the deployed artifact
     usd_per_hour: float = 0.096  # instance price; default: a 2-vCPU general-purpose cloud instance
     instance_vcpus: int = 2

@@ -49,7 +49,7 @@ def _sig2(x: float) -> float:
     return round(x, 1 - int(math.floor(math.log10(abs(x)))))
 
 
-def _fmt(x: float, unit: str = "") -> str:
+def format_cost(x: float, unit: str = "") -> str:
     if unit == "bytes":
         for u, f in (("MB", 1e6), ("kB", 1e3)):
             if x >= f:
@@ -263,7 +263,7 @@ def _costlier(r: dict, chosen: dict, keys: tuple[str, ...]) -> str:
     level = []
     for key in keys:
         label, unit = COST_LABELS[key]
-        a, b = _fmt(r["cost"][key], unit), _fmt(chosen["cost"][key], unit)
+        a, b = format_cost(r["cost"][key], unit), format_cost(chosen["cost"][key], unit)
         if not _level(r["cost"], chosen["cost"], key):
             tie = f" (level on {', '.join(level)})" if level else ""
             return f"on par, but costlier: {label} {a} vs {b} for {chosen['name']}{tie}"
@@ -308,7 +308,7 @@ def _reason(chosen: dict, best: dict, records: list[dict], metric: Metric, cfg: 
                 f"bound {bound:+.4f} within the {cfg.tolerance:g} tolerance)") + group_sentence(chosen, metric, cfg.tolerance) + "."
         a, b = chosen["cost"][keys[0]], best["cost"][keys[0]]
         if a > 0 and b > a:
-            text += f" Its {label} is {_fmt(a, unit)} vs {_fmt(b, unit)} ({b / a:.3g}x lower)"
+            text += f" Its {label} is {format_cost(a, unit)} vs {format_cost(b, unit)} ({b / a:.3g}x lower)"
             sa, sb = chosen["cost"]["size_bytes"], best["cost"]["size_bytes"]
             text += f" and it is {sb / sa:.3g}x smaller." if keys[0] != "size_bytes" and sb > sa else "."
         if chosen["interpretable"]:

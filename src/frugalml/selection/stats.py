@@ -121,7 +121,10 @@ def rows_needed(n: int, diff: float, lower: float, upper: float, margin: float) 
     """Rows at which an inconclusive difference would become conclusive, if the observed difference and
     per-row variance held: the bound on the estimate's side of -margin shrinks as 1/sqrt(rows).
 
-    None when the estimate sits on the margin itself (no number of rows decides it)."""
+    None when the estimate sits on the margin itself (no number of rows decides it), or a bound is infinite (too
+    few draws or folds to have one)."""
+    if not (np.isfinite(lower) and np.isfinite(upper)):
+        return None
     if diff > -margin and diff > lower:  # non-inferiority side: lower bound must clear -margin
         ratio = (diff - lower) / (diff + margin)
     elif diff < -margin and upper > diff:  # harm side: upper bound must fall below -margin

@@ -33,10 +33,10 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 import frugalml
-from frugalml.candidates.artifact import load_pipeline
+from frugalml.runtime.model_dir import load_pipeline
 from frugalml.data import prepare_frame, read_table
 from frugalml.data.builtin import DATASETS
-from frugalml.workflow import compress
+from frugalml.verbs.compress import compress
 
 from timing import latency_ms  # noqa: E402  (benchmarks/timing.py, beside this script)
 
@@ -118,7 +118,7 @@ def run_minilm(dataset: str, tolerance: float, threads: int, rounds: int, seed: 
                      tolerance=tolerance, cost=cost).decision
         compress_s = time.perf_counter() - t0
         original, schema, _ = load_pipeline(sel)
-    # the rows compress calibrated on and evaluated on (the same split as frugalml.workflow.compress)
+    # the rows compress calibrated on and evaluated on (the same split as frugalml.verbs.compress)
     X = prepare_frame(held, schema)
     y = np.asarray([schema.classes.index(v) for v in held[target]])
     cal, ev = train_test_split(np.arange(len(y)), test_size=0.7, random_state=seed, stratify=y)

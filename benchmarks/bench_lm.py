@@ -9,7 +9,7 @@ the same prompt token ids (through the chat template) and decodes greedily.
    transformers fp32 (the baseline), frugalml fp32 with plain nn.Linear weights, fp32 / bf16 packed for oneDNN
    (the engine's default), int8 / int4 (/ compiled with --compile), llama.cpp. Quality of each against
    plain fp32: top-1 agreement and KL of next-token distributions on the built-in prompt set
-   (`frugalml.runtime.prompts`), and perplexity on held-out text.
+   (`frugalml.runtime.lm.prompts`), and perplexity on held-out text.
 2. Speculative decoding on input-grounded prompts (answers up to end-of-sequence): the engine's default
    (fp32 packed) plain vs prompt lookup and self-drafts (the model's own int8/int4 copy): tokens/s end to end
    and in decode (after the first token, which every method reaches by the same prefill), identical
@@ -31,18 +31,18 @@ import time
 
 import torch
 
-from frugalml.runtime.batching import BatchEngine, Request
-from frugalml.runtime.engine import quantize
-from frugalml.runtime.generate import generate
-from frugalml.runtime.gguf_loading import builtin_smollm2
-from frugalml.runtime.lm_bench import memory_bandwidth_gb_s
-from frugalml.runtime.loading import load_causal_lm, load_hf_reference
-from frugalml.runtime.packed import pack_linears, warm_up
-from frugalml.runtime.prompt_lookup import generate_prompt_lookup
-from frugalml.runtime.prompts import PROMPTS
-from frugalml.runtime.quality import encode_prompt, quality_report
-from frugalml.runtime.quantize import weight_bytes
-from frugalml.runtime.speculative import generate_speculative, self_draft
+from frugalml.runtime.lm.batching import BatchEngine, Request
+from frugalml.runtime.lm.engine import quantize
+from frugalml.runtime.lm.generate import generate
+from frugalml.runtime.lm.gguf_loading import builtin_smollm2
+from frugalml.runtime.lm.lm_bench import memory_bandwidth_gb_s
+from frugalml.runtime.lm.loading import load_causal_lm, load_hf_reference
+from frugalml.runtime.lm.packed import pack_linears, warm_up
+from frugalml.runtime.lm.prompt_lookup import generate_prompt_lookup
+from frugalml.runtime.lm.prompts import PROMPTS
+from frugalml.runtime.lm.quality import encode_prompt, quality_report
+from frugalml.runtime.lm.quantize import weight_bytes
+from frugalml.runtime.lm.speculative import generate_speculative, self_draft
 
 TEXT = ("Energy-efficient machine learning starts with measuring. Before deploying a large model, compare it "
         "with a thinner one on the same folds, check every user group, and only then decide.")
@@ -104,7 +104,7 @@ def main():
               "int8": quantize(copy.deepcopy(fp32), "int8"), "int4": quantize(copy.deepcopy(fp32), "int4")}
     compile_s = {}
     if args.compile:
-        from frugalml.runtime.compile import compile_decode
+        from frugalml.runtime.lm.compile import compile_decode
 
         models["fp32 packed compiled"] = packed(copy.deepcopy(fp32))
         models["int4 compiled"] = quantize(copy.deepcopy(fp32), "int4")

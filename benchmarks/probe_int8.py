@@ -35,7 +35,7 @@ def main():
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from frugalml.candidates.artifact import ort_session
+    from frugalml.runtime.sessions import ort_session
     from frugalml.candidates.text import minilm_tokenizer, export_encoder_onnx, token_batches
     from frugalml.compression.onnx_int8_dynamic import quantize_graph
     from frugalml.data import read_table
@@ -108,7 +108,7 @@ def op_times(graph: bytes, batches: list[dict]) -> None:
 
     import onnxruntime as ort
 
-    from frugalml.candidates.artifact import graph_optimization_parts
+    from frugalml.runtime.sessions import graph_optimization_parts
 
     rows = {}
     for setting in ("all", "all -SkipLayerNormFusion"):

@@ -3,7 +3,7 @@
 import torch
 import transformers
 
-from frugalml.runtime.llama import Llama, LlamaSpec
+from frugalml.runtime.lm.llama import Llama, LlamaSpec
 
 
 def tiny_hf(seed=0, **over):

@@ -108,8 +108,8 @@ def test_tree_models_deploy_as_one_compact_tree_ensemble(family, kind, tmp_path)
     """Every tree family on the ladder ships as one TreeEnsemble node where that node reproduces it; a multi-class
     forest or tree (a probability per class in each leaf) keeps skl2onnx's export. Either way: the native model's
     answers on held-out rows, and the same again through frugalml.load."""
-    from frugalml.candidates.artifact import (export_onnx, onnx_agreement, onnx_is_faithful, save_model_dir,
-                                              skops_bytes)
+    from frugalml.candidates.export import export_onnx, onnx_agreement, onnx_is_faithful
+    from frugalml.runtime.model_dir import save_model_dir, skops_bytes
     from frugalml.data import prepare_frame
 
     task, held = tree_task(kind)
@@ -144,7 +144,7 @@ def test_tree_models_deploy_as_one_compact_tree_ensemble(family, kind, tmp_path)
 def test_a_compact_graph_that_disagrees_is_not_shipped(monkeypatch):
     """The agreement check decides: a converter that got the thresholds wrong falls back to skl2onnx's graph."""
     from frugalml.candidates import tree_graph
-    from frugalml.candidates.artifact import export_onnx
+    from frugalml.candidates.export import export_onnx
 
     task, _ = tree_task("binary")
     pipe = tree_pipeline("random_forest", task)
@@ -205,7 +205,7 @@ def test_select_measures_and_ships_the_compact_graph(tmp_path):
 def test_a_model_folder_saved_before_the_move_still_loads(tmp_path, monkeypatch):
     """CompactTrees* lived in frugalml.compression.onnx_trees; skops files name a class by its module, so a folder
     saved then still loads (and one saved now names candidates.tree_graph)."""
-    from frugalml.candidates.artifact import load_pipeline, save_model_dir, skops_bytes
+    from frugalml.runtime.model_dir import load_pipeline, save_model_dir, skops_bytes
     from frugalml.candidates.tree_graph import CompactTreesClassifier, compact_trees
     from frugalml.compression import with_final
     from frugalml.data import prepare_frame
@@ -248,7 +248,8 @@ def mixed_frame(n=240, seed=0) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def mixed_model(tmp_path_factory):
     from frugalml.candidates import CANDIDATES, build_pipeline
-    from frugalml.candidates.artifact import export_onnx, save_model_dir, skops_bytes
+    from frugalml.candidates.export import export_onnx
+    from frugalml.runtime.model_dir import save_model_dir, skops_bytes
     from frugalml.data import load_task
 
     df = mixed_frame()
@@ -275,7 +276,7 @@ def odd_rows(task) -> pd.DataFrame:
 
 
 def test_one_row_predictions_equal_the_batch_on_every_column_type(mixed_model):
-    from frugalml.candidates.artifact import onnx_inputs
+    from frugalml.runtime.sessions import onnx_inputs
     from frugalml.data import prepare_frame
 
     folder, task = mixed_model

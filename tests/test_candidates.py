@@ -5,8 +5,8 @@ import pytest
 
 from conftest import linear_data
 from frugalml.candidates import CANDIDATES, build_pipeline, ladder
-from frugalml.candidates.artifact import (OnnxExportError, export_onnx, load_skops, onnx_agreement,
-                                          onnx_is_faithful, skops_bytes)
+from frugalml.candidates.export import OnnxExportError, export_onnx, onnx_agreement, onnx_is_faithful
+from frugalml.runtime.model_dir import load_skops, skops_bytes
 from frugalml.data import load_task
 from frugalml.evaluation.cost import count_params
 

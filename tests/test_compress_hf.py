@@ -61,7 +61,7 @@ def test_folder_model_reproduces_transformers(hf_case):
         ref = torch.softmax(ref_model(**batch).logits, dim=1).numpy()
     np.testing.assert_allclose(est.predict_proba(np.asarray(texts, dtype=object).reshape(-1, 1)), ref, atol=1e-5)
     # stored whole: a skops round trip needs neither the folder nor pickle
-    from frugalml.candidates.artifact import load_skops, skops_bytes
+    from frugalml.runtime.model_dir import load_skops, skops_bytes
 
     again = load_skops(skops_bytes(est), "hf")
     np.testing.assert_allclose(again.predict_proba(np.asarray(texts, dtype=object).reshape(-1, 1)), ref, atol=1e-5)
@@ -127,7 +127,7 @@ def test_a_half_precision_folder_with_its_own_small_vocabulary(tmp_path):
     est = HFTextClassifier.from_folder(tmp_path / "m", [0, 1, 1])
     assert est.labels_ == [0, 1] and next(est._network().parameters()).dtype == torch.float32
     from frugalml.compression.onnx_fp32 import OnnxFp32Config  # noqa: F401  (registers the technique)
-    from frugalml.candidates.artifact import ort_session
+    from frugalml.runtime.sessions import ort_session
 
     texts = np.asarray(["w1 w2 w3", "w5 w9"], dtype=object).reshape(-1, 1)
     session = ort_session(est.export_onnx())

@@ -13,9 +13,9 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import frugalml
 from conftest import group_harm_data, linear_data
-from frugalml.candidates.artifact import load_pipeline
+from frugalml.runtime.model_dir import load_pipeline
 from frugalml.evaluation import CostConfig
-from frugalml.workflow import compress
+from frugalml.verbs.compress import compress
 
 FAST = CostConfig(latency_calls=50, time_budget_s=0.01, batch_large=100, memory_probe=False)
 

@@ -203,7 +203,7 @@ def forest_run(tmp_path_factory):
 
 
 def test_a_real_compress_screens_then_confirms(forest_run, validate_decision):
-    from frugalml.workflow import compress
+    from frugalml.verbs.compress import compress
 
     base, held, fast = forest_run
     d = compress(base / "rf.skops", held, "y", groups=["g"], techniques=["tree-prune", "tree-depth"], tolerance=0.03,

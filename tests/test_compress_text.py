@@ -139,7 +139,7 @@ def test_a_fusion_left_out_of_the_session_only_where_measured_faster(fitted, mon
     import onnx
     import onnxruntime as ort
 
-    import frugalml.candidates.artifact as artifact
+    import frugalml.runtime.sessions as artifact
     from frugalml.compression.encoder import tuned_setting
     from frugalml.errors import ModelError
 
@@ -251,7 +251,7 @@ def test_variant_is_smaller_and_close_to_fp32(case, fitted):
 
 @pytest.mark.parametrize("config", [OnnxInt8DynamicConfig(), TorchInt8DynamicConfig()], ids=["onnx", "torch"])
 def test_variant_saves_with_skops_and_loads_with_identical_predictions(config, fitted, tmp_path, debates):
-    from frugalml.candidates.artifact import TRUSTED_PREFIXES, load_pipeline, save_model_dir, skops_bytes
+    from frugalml.runtime.model_dir import TRUSTED_PREFIXES, load_pipeline, save_model_dir, skops_bytes
 
     pipe, task, _, _, X = fitted
     variant = compress(pipe, config)
@@ -293,7 +293,7 @@ FINETUNE_CASES = {"onnx-fp32": (OnnxFp32Config(), None, 1e-5),
 
 @pytest.mark.parametrize("case", list(FINETUNE_CASES))
 def test_finetuned_minilm_variants_are_close_and_reload(case, fitted_finetune, tmp_path, debates):
-    from frugalml.candidates.artifact import load_pipeline, save_model_dir, skops_bytes
+    from frugalml.runtime.model_dir import load_pipeline, save_model_dir, skops_bytes
 
     config, size_ratio, max_proba = FINETUNE_CASES[case]
     pipe, task, X_cal, y_cal, X = fitted_finetune
@@ -337,7 +337,7 @@ def test_files_saved_before_runtimes_existed_load_as_fp32_torch(fitted, tmp_path
 def test_compress_run_on_tiny_minilm_lists_every_variant(tiny_minilm, tmp_path, validate_decision):
     """select (minilm_linear only) then compress, in this process (the tiny encoder is patched in here)."""
     from frugalml.evaluation import CostConfig
-    from frugalml.workflow import compress as compress_run
+    from frugalml.verbs.compress import compress as compress_run
 
     cost = CostConfig(latency_calls=50, time_budget_s=0.05, batch_large=16, memory_probe=False)
     from frugalml.data import read_table
@@ -369,7 +369,7 @@ def test_frugal_compress_on_real_minilm(tmp_path, validate_decision):
     """The real MiniLM: select minilm_linear on 150 statements (a CSV), compress on 150 others."""
     from frugalml.data import read_table
     from frugalml.evaluation import CostConfig
-    from frugalml.workflow import compress as compress_run
+    from frugalml.verbs.compress import compress as compress_run
 
     df = read_table("builtin:debates")[0].sample(300, random_state=2).reset_index(drop=True)
     df.iloc[:150].to_csv(tmp_path / "train.csv", index=False)

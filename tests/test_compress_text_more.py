@@ -23,7 +23,7 @@ POOLER = H * H + H
 
 
 def reload(pipe, task, folder):
-    from frugalml.candidates.artifact import load_pipeline, save_model_dir, skops_bytes
+    from frugalml.runtime.model_dir import load_pipeline, save_model_dir, skops_bytes
 
     save_model_dir(folder, schema=task.schema, name="v", skops_data=skops_bytes(pipe), onnx_data=None)
     return load_pipeline(folder)[0]
@@ -68,7 +68,7 @@ def test_distill_text_student_follows_a_minilm_linear_teacher_and_exports(fitted
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from frugalml.candidates.artifact import export_onnx, onnx_agreement
+    from frugalml.candidates.export import export_onnx, onnx_agreement
 
     pipe, task, X_cal, y_cal, X = fitted
     before = digest(pipe)
@@ -270,7 +270,7 @@ def test_compress_run_with_distill_text_and_encoder_prune(tiny_minilm, tmp_path,
     """select (minilm_linear) then compress with the two techniques, in this process (tiny encoder patched in)."""
     from frugalml.data import read_table
     from frugalml.evaluation import CostConfig
-    from frugalml.workflow import compress as compress_run
+    from frugalml.verbs.compress import compress as compress_run
 
     cost = CostConfig(latency_calls=50, time_budget_s=0.05, batch_large=16, memory_probe=False)
     df = read_table("builtin:debates")[0].sample(240, random_state=1).reset_index(drop=True)

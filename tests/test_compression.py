@@ -10,14 +10,14 @@ import pytest
 import frugalml
 from conftest import group_harm_data, linear_data
 from frugalml.candidates import CANDIDATES, build_pipeline
-from frugalml.candidates.artifact import load_pipeline
+from frugalml.runtime.model_dir import load_pipeline
 from frugalml.compression import TECHNIQUES, compress
 from frugalml.compression.boosting_truncate import BoostingTruncateConfig
 from frugalml.compression.distill import DistillConfig
 from frugalml.compression.tree_subset import TreeSubsetConfig
 from frugalml.data import load_task, prepare_frame
 from frugalml.evaluation import CostConfig
-from frugalml.workflow import compress as compress_run
+from frugalml.verbs.compress import compress as compress_run
 
 FAST = CostConfig(latency_calls=50, time_budget_s=0.01, batch_large=100, memory_probe=False)
 
@@ -44,7 +44,7 @@ def test_tree_subset_is_the_average_of_the_kept_trees(kind):
     else:
         ref = np.mean([t.predict(Z) for t in forest.estimators_[:10]], axis=0)
         np.testing.assert_allclose(small.predict(task.X), ref)
-    from frugalml.candidates.artifact import export_onnx
+    from frugalml.candidates.export import export_onnx
 
     assert len(export_onnx(small, task.schema)) < len(export_onnx(pipe, task.schema)) / 5
 
@@ -173,7 +173,9 @@ def test_chain_makes_the_kept_forest_shallower_and_is_judged_against_the_origina
 @pytest.mark.parametrize("kind", ["classification", "regression"])
 @pytest.mark.parametrize("model, smaller", [("random_forest", 0.4), ("lightgbm", 0.4), ("hist_gradient_boosting", 0.1)])
 def test_onnx_trees_is_the_same_ensemble_in_a_smaller_file(kind, model, smaller):
-    from frugalml.candidates.artifact import OnnxExportError, OnnxPredictor, export_onnx, load_skops, skops_bytes
+    from frugalml.candidates.export import OnnxExportError, export_onnx
+    from frugalml.runtime.sessions import OnnxPredictor
+    from frugalml.runtime.model_dir import load_skops, skops_bytes
     from frugalml.compression.onnx_trees import OnnxTreesConfig
 
     pipe, task = fitted(model, kind)
@@ -217,7 +219,11 @@ def test_onnx_trees_writes_multi_class_boosting_a_tree_per_class(model, smaller)
     Softmax; the same probabilities as the model, in the variant and in the exported pipeline graph."""
     import onnx
 
-    from frugalml.candidates.artifact import OnnxPredictor, export_onnx, load_skops, skops_bytes
+    from frugalml.runtime.sessions import OnnxPredictor
+
+    from frugalml.candidates.export import export_onnx
+
+    from frugalml.runtime.model_dir import load_skops, skops_bytes
     from frugalml.compression.onnx_trees import OnnxTreesConfig
 
     df = linear_data(n=400)
@@ -382,7 +388,7 @@ def test_tree_depth_cuts_every_tree_at_the_depth(kind):
         np.testing.assert_allclose(cut.predict_proba(X), ref / ref.sum(1, keepdims=True), atol=1e-9)
     assert [t.tree_.node_count for t in originals] == before[0]  # the input model is untouched
     np.testing.assert_array_equal(pipe.predict(X), before[1])
-    from frugalml.candidates.artifact import load_skops, skops_bytes
+    from frugalml.runtime.model_dir import load_skops, skops_bytes
 
     again = load_skops(skops_bytes(cut), "cut")
     np.testing.assert_array_equal(again.predict(X), cut.predict(X))

@@ -117,7 +117,7 @@ def test_peak_memory_is_measured_apart_for_each_candidate(task):
     import tempfile
     from pathlib import Path
 
-    from frugalml.candidates.artifact import save_model_dir
+    from frugalml.runtime.model_dir import save_model_dir
 
     cfg = CostConfig(latency_calls=60, time_budget_s=0.02, batch_large=300)
     _, lin_art = measure_cost(fitted(task, "linear"), task.schema, task.X, cfg, fit_s=0.0)

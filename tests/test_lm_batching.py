@@ -5,8 +5,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from frugalml.runtime.batching import BatchEngine, Request  # noqa: E402
-from frugalml.runtime.generate import SamplingConfig, generate  # noqa: E402
+from frugalml.runtime.lm.batching import BatchEngine, Request  # noqa: E402
+from frugalml.runtime.lm.generate import SamplingConfig, generate  # noqa: E402
 from lm_models import ours, tiny_hf  # noqa: E402
 
 

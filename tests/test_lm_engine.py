@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from frugalml.runtime.generate import SamplingConfig, generate, sample  # noqa: E402
+from frugalml.runtime.lm.generate import SamplingConfig, generate, sample  # noqa: E402
 from lm_models import ours, tiny_folder, tiny_hf  # noqa: E402
 
 
@@ -133,7 +133,7 @@ def test_embedded_smollm2_answers_from_its_gguf(capsys):
 @pytest.mark.slow
 def test_gguf_weights_match_transformers_gguf_loader():
     """Our GGUF reader (dequantize + un-permute q/k) against transformers' own GGUF loader: same logits."""
-    from frugalml.runtime.gguf_loading import builtin_smollm2, load_gguf
+    from frugalml.runtime.lm.gguf_loading import builtin_smollm2, load_gguf
 
     path = builtin_smollm2()
     ours_model, tok = load_gguf(path)
@@ -149,7 +149,7 @@ def test_gguf_weights_match_transformers_gguf_loader():
 
 @pytest.mark.parametrize("rows", [1, 40])  # the packed-kernel path (decode) and the dequantizing path (prefill)
 def test_int8_linear_is_close_to_fp32(rows):
-    from frugalml.runtime.quantize import Int8WeightOnlyLinear
+    from frugalml.runtime.lm.quantize import Int8WeightOnlyLinear
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 384)
@@ -163,7 +163,7 @@ def test_int8_linear_is_close_to_fp32(rows):
 
 
 def test_int8_engine_agrees_with_fp32_on_next_tokens():
-    from frugalml.runtime.quantize import quantize_int8, weight_bytes
+    from frugalml.runtime.lm.quantize import quantize_int8, weight_bytes
 
     m = ours(tiny_hf(seed=8))
     q = quantize_int8(ours(tiny_hf(seed=8)))
@@ -180,7 +180,7 @@ def test_int8_engine_agrees_with_fp32_on_next_tokens():
 
 
 def test_prompt_lookup_gives_the_greedy_tokens_in_fewer_passes():
-    from frugalml.runtime.prompt_lookup import generate_prompt_lookup, propose
+    from frugalml.runtime.lm.prompt_lookup import generate_prompt_lookup, propose
 
     assert propose([1, 2, 3, 9, 1, 2], 3, 4) == [3, 9, 1, 2]
     assert propose([5, 6, 7], 2, 3) == []

@@ -5,8 +5,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from frugalml.runtime.generate import generate  # noqa: E402
-from frugalml.runtime.packed import AVAILABLE, PackedLinear, pack_linears  # noqa: E402
+from frugalml.runtime.lm.generate import generate  # noqa: E402
+from frugalml.runtime.lm.packed import AVAILABLE, PackedLinear, pack_linears  # noqa: E402
 from lm_models import ours, tiny_hf  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="this torch has no oneDNN")
@@ -38,7 +38,7 @@ def test_packed_engine_gives_the_same_tokens():
 
 @pytest.mark.slow
 def test_compiled_packed_engine_gives_the_eager_tokens():
-    from frugalml.runtime.compile import compile_decode
+    from frugalml.runtime.lm.compile import compile_decode
 
     m, c = ours(tiny_hf(seed=3)), pack_linears(ours(tiny_hf(seed=3)))
     compile_decode(c)
@@ -46,9 +46,9 @@ def test_compiled_packed_engine_gives_the_eager_tokens():
 
 
 def test_engine_packs_by_default_with_the_same_tokens_and_bytes(tmp_path):
-    from frugalml.runtime.engine import Engine, EngineConfig
-    from frugalml.runtime.packed import PackedLinear
-    from frugalml.runtime.quantize import weight_bytes
+    from frugalml.runtime.lm.engine import Engine, EngineConfig
+    from frugalml.runtime.lm.packed import PackedLinear
+    from frugalml.runtime.lm.quantize import weight_bytes
     from lm_models import tiny_folder
 
     folder = tiny_folder(tmp_path / "m")[0]

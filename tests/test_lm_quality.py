@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from frugalml.errors import ConfigError, DataError  # noqa: E402
-from frugalml.runtime.prompts import PROMPTS, heldout_text  # noqa: E402
-from frugalml.runtime.quality import encode_prompt, next_token_agreement, perplexity, quality_report  # noqa: E402
+from frugalml.runtime.lm.prompts import PROMPTS, heldout_text  # noqa: E402
+from frugalml.runtime.lm.quality import encode_prompt, next_token_agreement, perplexity, quality_report  # noqa: E402
 from lm_models import ours, tiny_hf  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def test_a_model_agrees_fully_with_itself():
 
 
 def test_a_perturbed_copy_disagrees_by_the_kl_transformers_gives():
-    from frugalml.runtime.generate import generate
+    from frugalml.runtime.lm.generate import generate
 
     hf = tiny_hf(seed=14)
     noisy = tiny_hf(seed=14)
@@ -97,7 +97,7 @@ def test_a_perturbed_copy_disagrees_by_the_kl_transformers_gives():
 
 
 def test_int8_copy_is_close_but_not_identical():
-    from frugalml.runtime.quantize import quantize_int8
+    from frugalml.runtime.lm.quantize import quantize_int8
 
     hf = tiny_hf(seed=15)
     a = next_token_agreement(ours(hf), quantize_int8(ours(hf)), list(range(5, 45)), 32)

@@ -5,10 +5,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from frugalml.runtime import int4  # noqa: E402
-from frugalml.runtime.generate import generate  # noqa: E402
-from frugalml.runtime.int4 import Int4WeightOnlyLinear, quantize_int4  # noqa: E402
-from frugalml.runtime.quantize import Int8WeightOnlyLinear, quantize_int8, weight_bytes  # noqa: E402
+from frugalml.runtime.lm import int4  # noqa: E402
+from frugalml.runtime.lm.generate import generate  # noqa: E402
+from frugalml.runtime.lm.int4 import Int4WeightOnlyLinear, quantize_int4  # noqa: E402
+from frugalml.runtime.lm.quantize import Int8WeightOnlyLinear, quantize_int8, weight_bytes  # noqa: E402
 from lm_models import ours, tiny_hf  # noqa: E402
 
 
@@ -127,7 +127,7 @@ def test_quantized_bf16_model_generates(quantize):
 @pytest.mark.parametrize("quantize", [None, quantize_int4], ids=["fp32", "int4"])
 def test_compiled_decode_gives_the_eager_tokens(quantize):
     import frugalml
-    from frugalml.runtime.compile import compile_decode
+    from frugalml.runtime.lm.compile import compile_decode
 
     m, c = ours(tiny_hf(seed=3)), ours(tiny_hf(seed=3))
     if quantize:

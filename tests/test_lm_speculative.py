@@ -11,13 +11,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from frugalml.errors import ConfigError, DataError  # noqa: E402
-from frugalml.runtime import prompt_lookup, speculative  # noqa: E402
-from frugalml.runtime.generate import SamplingConfig, generate, probabilities  # noqa: E402
-from frugalml.runtime.prompt_lookup import generate_prompt_lookup  # noqa: E402
-from frugalml.runtime.speculative import generate_speculative, self_draft  # noqa: E402
+from frugalml.runtime.lm import prompt_lookup, speculative  # noqa: E402
+from frugalml.runtime.lm.generate import SamplingConfig, generate, probabilities  # noqa: E402
+from frugalml.runtime.lm.prompt_lookup import generate_prompt_lookup  # noqa: E402
+from frugalml.runtime.lm.speculative import generate_speculative, self_draft  # noqa: E402
 from lm_models import ours, tiny_hf  # noqa: E402
 
-HAS_INT4 = importlib.util.find_spec("frugalml.runtime.int4") is not None
+HAS_INT4 = importlib.util.find_spec("frugalml.runtime.lm.int4") is not None
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,8 @@ import pytest
 import frugalml
 from conftest import linear_data
 from frugalml.candidates import CANDIDATES, build_pipeline
-from frugalml.candidates.artifact import export_onnx, load_skops, onnx_agreement, onnx_is_faithful, skops_bytes
+from frugalml.candidates.export import export_onnx, onnx_agreement, onnx_is_faithful
+from frugalml.runtime.model_dir import load_skops, skops_bytes
 from frugalml.compression import TECHNIQUES, compress, with_final
 from frugalml.compression.distill_mlp import MLPDistillConfig
 from frugalml.compression.prune_magnitude import MagnitudePruneConfig, magnitude_masks
@@ -195,7 +196,7 @@ def mlp_run(tmp_path_factory):
 
 
 def test_compress_a_selected_torch_mlp_end_to_end(mlp_run, validate_decision):
-    from frugalml.workflow import compress as compress_run
+    from frugalml.verbs.compress import compress as compress_run
 
     model = frugalml.load(mlp_run / "run")
     assert model.name == "torch_mlp" and model.format == "onnx"  # select's artifact exported faithfully

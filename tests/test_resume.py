@@ -27,7 +27,7 @@ def test_interrupted_run_resumes_without_refitting(tmp_path, fast_cost, count_fi
     df = linear_data(n=300)
     out = tmp_path / "run"
     # Interrupt the run after the fits, while measuring cost: the fits must survive for --resume.
-    from frugalml import workflow
+    from frugalml.verbs import select as workflow
 
     def crash(*a, **k):
         raise KeyboardInterrupt
@@ -70,7 +70,7 @@ def test_changed_data_discards_stored_fits(tmp_path, fast_cost, count_fits):
 @pytest.fixture
 def count_costs(monkeypatch):
     """Counts measure_cost calls by candidate (the pipeline's model class); fail_on: the call that raises."""
-    from frugalml import workflow
+    from frugalml.verbs import select as workflow
 
     calls, real = [], workflow.measure_cost
 

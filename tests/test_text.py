@@ -110,7 +110,8 @@ def test_tfidf_linear_beats_the_baseline_on_held_out_rows_and_exports_to_onnx(de
     from sklearn.model_selection import train_test_split
 
     from frugalml.candidates import CANDIDATES, build_pipeline
-    from frugalml.candidates.artifact import OnnxPredictor, export_onnx, onnx_agreement, onnx_is_faithful
+    from frugalml.runtime.sessions import OnnxPredictor
+    from frugalml.candidates.export import export_onnx, onnx_agreement, onnx_is_faithful
     from frugalml.data import load_task
 
     task = load_task(debates, "party", text=["statement"])
@@ -163,7 +164,7 @@ def test_minilm_embeddings_equal_sentence_transformers():
 
 def test_minilm_linear_saves_without_weights_and_reloads(tmp_path, debates):
     from frugalml.candidates import CANDIDATES, build_pipeline
-    from frugalml.candidates.artifact import save_model_dir, skops_bytes
+    from frugalml.runtime.model_dir import save_model_dir, skops_bytes
     from frugalml.data import load_task
     from frugalml.evaluation.cost import count_params
 
@@ -196,7 +197,7 @@ def test_minilm_finetune_stores_safetensors_and_reloads(tmp_path, debates):
     from safetensors.torch import load
 
     from frugalml.candidates import build_pipeline
-    from frugalml.candidates.artifact import load_pipeline, save_model_dir, skops_bytes
+    from frugalml.runtime.model_dir import load_pipeline, save_model_dir, skops_bytes
     from frugalml.candidates.text import MiniLMClassifier, TextColumn, TextRecipe
     from frugalml.data import load_task
     from frugalml.evaluation.cost import count_params

@@ -4,7 +4,7 @@ The public API. Heavy libraries (scikit-learn, ONNX Runtime, torch) load only wh
 ``import frugalml`` stays light.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["__version__", "select", "compress", "load", "load_task", "register_candidate", "candidates_from_estimator",
            "FrugalError"]
@@ -14,15 +14,15 @@ from .errors import FrugalError
 
 def __getattr__(name):
     if name == "select":
-        from .workflow import select
+        from .verbs.select import select
 
         return select
     if name == "compress":
-        from .workflow import compress
+        from .verbs.compress import compress
 
         return compress
     if name == "load":
-        from .candidates.artifact import load
+        from .runtime.model_dir import load
 
         return load
     if name == "load_task":

@@ -131,7 +131,7 @@ def select(
         from .candidates import from_spec
 
         candidates = [from_spec(c) if ":" in c else c for c in candidate]
-    from .workflow import select as run_select
+    from .verbs.select import select as run_select
 
     _run(run_select, (data,), _console(quiet), quiet, json_out, out=out, target=target, groups=group or None,
          text=text or None, task=task, metric=metric, tolerance=tolerance, alpha=alpha,
@@ -177,7 +177,7 @@ def compress(
     quality within tolerance overall and in every group."""
     import time
 
-    from .workflow import compress as run_compress
+    from .verbs.compress import compress as run_compress
 
     if out is None:
         out = Path("runs") / time.strftime("compress-%Y%m%d-%H%M%S")
@@ -204,7 +204,7 @@ _PROMPT_LOOKUP = typer.Option(0, help="Speculate with prompt lookup, matching n-
 
 
 def _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup):
-    from .runtime.engine import EngineConfig
+    from .runtime.lm.engine import EngineConfig
 
     cfg = EngineConfig(quantize=quantize, dtype=dtype, pack=pack, compile=compile_, draft=draft,
                        draft_tokens=draft_tokens, prompt_lookup=prompt_lookup)
@@ -232,8 +232,8 @@ def generate(
 ):
     """Generate text with frugalml's decode engine (static KV cache); text to stdout, statistics to stderr."""
     from .errors import DataError
-    from .runtime.engine import Engine
-    from .runtime.generate import SamplingConfig
+    from .runtime.lm.engine import Engine
+    from .runtime.lm.generate import SamplingConfig
 
     sampling = SamplingConfig(temperature, top_p, seed)
     sampling.check()
@@ -286,7 +286,7 @@ def bench_lm(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ):
     """Speed of one engine configuration (TTFT, TPOT, tokens/s, batch, memory, roofline) next to its quality."""
-    from .runtime.lm_bench import BenchConfig, bench_lm as run_bench
+    from .runtime.lm.lm_bench import BenchConfig, bench_lm as run_bench
 
     cfg = BenchConfig(new_tokens=new_tokens, batch=batch, threads=threads, prompts_per_slice=prompts_per_slice,
                       baseline=baseline, quality=not no_quality, user_prompts=tuple(p for p in prompt or () if p.strip()))
@@ -316,7 +316,7 @@ def demo(
     """The whole selection on an embedded dataset (statsmodels' fair survey, groups: religiousness, age)."""
     console = _console(quiet)
     console.print("frugal demo: select on builtin:fair (6,366 rows; groups religious, age_band)")
-    from .workflow import select as run_select
+    from .verbs.select import select as run_select
 
     result = _run(run_select, ("builtin:fair",), console, quiet, out=out, overwrite=True)
     from .data import read_table
@@ -367,12 +367,11 @@ def list_(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 def env(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
     """Versions and hardware, for bug reports."""
     import os
-    import platform
     from importlib import metadata
 
-    from . import __version__
+    from .version import __version__
     from .evaluation.energy import EnergyMeter
-    from .workflow import machine_info
+    from .verbs.run_dir import machine_info
 
     m = machine_info()
     lines = [f"frugalml {__version__}", f"python {m['python']} on {m['platform']}",

@@ -110,7 +110,7 @@ class OnnxGraphModel(BaseEstimator):
         return tags
 
     def _ort(self):
-        from .artifact import cached_session
+        from ..runtime.sessions import cached_session
 
         return cached_session(self)
 

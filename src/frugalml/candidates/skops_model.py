@@ -32,7 +32,7 @@ def load_skops_model(path: str | Path, frame: pd.DataFrame, target: str, groups:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
-    from .artifact import load_skops
+    from ..runtime.model_dir import load_skops
     from .onnx_graph import _key
 
     obj = load_skops(Path(path).read_bytes(), str(path))

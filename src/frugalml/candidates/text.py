@@ -393,7 +393,7 @@ def _active_table(enc) -> tuple[EmbeddingTable | None, Lent | None]:
 def _check_runtime(est) -> None:
     if est.runtime not in RUNTIMES:
         raise ModelError(f"{type(est).__name__} runtime {est.runtime!r} is not one of {', '.join(RUNTIMES)}")
-    from .artifact import graph_optimization_parts
+    from ..runtime.sessions import graph_optimization_parts
 
     graph_optimization_parts(est.graph_optimization)
 
@@ -410,7 +410,7 @@ def _encoder_int8(per_channel: bool):
 def _onnx_runner(est):
     """(input_ids, attention_mask) -> the graph's output, on ``est.onnx_graph_`` in an ONNX Runtime session
     cached on ``est`` (not saved) and rebuilt when the thread count or the optimisation level changes."""
-    from .artifact import cached_session
+    from ..runtime.sessions import cached_session
 
     if getattr(est, "onnx_graph_", None) is None:
         raise ModelError(f"this {type(est).__name__} runs on ONNX Runtime but holds no graph (onnx_graph_); fit it")
@@ -510,7 +510,7 @@ def _quantize_int8(module, per_channel: bool):
 def encoder_session(onnx_bytes: bytes, graph_optimization: str = "all", threads: int = 1):
     """An ONNX Runtime CPU session for an encoder graph, with explicit graph optimisation and thread count."""
     need("onnxruntime", "ONNX Runtime")
-    from .artifact import ort_session
+    from ..runtime.sessions import ort_session
 
     return ort_session(onnx_bytes, threads, graph_optimization)
 

@@ -307,8 +307,8 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 # -- ONNX: the network as Gemm/Relu nodes, for skl2onnx ----------------------------------------------------------
 
 def register_onnx() -> None:
-    """Teach skl2onnx to convert both estimators (``artifact.export_onnx`` calls it)."""
-    from .artifact import register_converters
+    """Teach skl2onnx to convert both estimators (``export.export_onnx`` calls it)."""
+    from .converters import register_converters
 
     register_converters(TorchMLPClassifier, TorchMLPRegressor, "TorchMLP", _convert)
 
@@ -319,7 +319,7 @@ def _convert(scope, operator, container):
     from onnx import TensorProto
     from onnx.numpy_helper import from_array
 
-    from .artifact import add_label_output
+    from .converters import add_label_output
 
     est = operator.raw_operator
     layers = est.layers()

@@ -15,7 +15,7 @@ log-odds then a Sigmoid node), a single-output regressor and multi-class boostin
 score: the leaf names the class, then a Softmax node); a multi-class forest's leaves hold a probability per
 class, which would need its node lists once per class, so it is left to skl2onnx.
 
-Used twice: ``artifact.export_onnx`` writes every tree model it can read this way (what select deploys), and
+Used twice: ``export.export_onnx`` writes every tree model it can read this way (what select deploys), and
 the ``onnx-trees`` compression technique (``compression.onnx_trees``) swaps a model for ``CompactTrees``, which
 predicts through the compact graph itself.
 """
@@ -241,7 +241,7 @@ def standalone_graph(model, n_features: int) -> bytes:
 class CompactTrees(BaseEstimator):
     """A tree ensemble held as one compact ONNX graph; predicts through ONNX Runtime. Fitted by ``from_trees``."""
 
-    onnx_ml_opset = ML_OPSET  # the ai.onnx.ml version artifact.export_onnx gives the pipeline's graph
+    onnx_ml_opset = ML_OPSET  # the ai.onnx.ml version export.export_onnx gives the pipeline's graph
 
     def __init__(self, threads: int | None = 1, graph_optimization: str = "all"):
         self.threads = threads
@@ -258,7 +258,7 @@ class CompactTrees(BaseEstimator):
         return self
 
     def _scores(self, X) -> np.ndarray:
-        from .artifact import cached_session
+        from ..runtime.sessions import cached_session
 
         X = np.ascontiguousarray(X, dtype=np.float32)
         return cached_session(self).run(None, {"X": X})[0]  # (N, targets)
@@ -336,7 +336,7 @@ def edge_rows(model, n_rows: int = 512, seed: int = 0) -> np.ndarray:
 
 
 def reproduction(model, compact: CompactTrees, rows: np.ndarray) -> dict:
-    """How closely ``compact`` reproduces ``model`` on ``rows``: the keys of ``artifact.onnx_agreement``."""
+    """How closely ``compact`` reproduces ``model`` on ``rows``: the keys of ``export.onnx_agreement``."""
     native_in = rows.astype(np.float64)  # the same float32 values the graph reads
     if hasattr(model, "classes_"):
         out = {"onnx_label_agreement": float(np.mean(model.predict(native_in) == compact.predict(rows)))}
@@ -353,8 +353,8 @@ def reproduction(model, compact: CompactTrees, rows: np.ndarray) -> dict:
 # -- skl2onnx: the stored node inside the pipeline's graph --------------------------------------------------------
 
 def register_onnx() -> None:
-    """Teach skl2onnx to convert both estimators (``artifact.export_onnx`` calls it)."""
-    from .artifact import register_converters
+    """Teach skl2onnx to convert both estimators (``export.export_onnx`` calls it)."""
+    from .converters import register_converters
 
     register_converters(CompactTreesClassifier, CompactTreesRegressor, "CompactTrees", _convert)
 
@@ -364,7 +364,7 @@ def _convert(scope, operator, container):
     from onnx import TensorProto
     from onnx.numpy_helper import from_array
 
-    from .artifact import add_label_output
+    from .converters import add_label_output
 
     est = operator.raw_operator
 

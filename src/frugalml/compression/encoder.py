@@ -114,7 +114,7 @@ def tuned_setting(pipeline, graph: bytes, level: str, X) -> str:
 
     import onnx
 
-    from ..candidates.artifact import ort_session
+    from ..runtime.sessions import ort_session
 
     if level != "all" or X is None or not len(X):
         return level

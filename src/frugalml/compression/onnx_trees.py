@@ -3,7 +3,7 @@
 what ships.
 
 The reading and graph writing live in ``candidates.tree_graph``, since select deploys tree models the same way
-(``artifact.export_onnx``). Measured (`benchmarks/bench_compress.py --no-minilm`, RESULTS.md): randhie's 100-tree
+(``export.export_onnx``). Measured (`benchmarks/bench_compress.py --no-minilm`, RESULTS.md): randhie's 100-tree
 random forest 10,736 -> 3,695 kB, its LightGBM model 454 -> 141 kB against skl2onnx's / onnxmltools' graphs,
 predictions unchanged, batch-1 latency the same (p50 0.0176 vs 0.0174 ms for the forest). On what select
 already ships compactly it changes no file; it still turns a native skops forest (a user's model) into the graph.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # CompactTrees* lived here until they moved to candidates.tree_graph: model folders saved before name them by
-# this module's path, so they stay importable from it (artifact.TRUSTED_PREFIXES trusts both paths).
+# this module's path, so they stay importable from it (runtime.model_dir.TRUSTED_PREFIXES trusts both paths).
 from ..candidates.tree_graph import (ML_OPSET, CompactTrees, CompactTreesClassifier,  # noqa: F401
                                      CompactTreesRegressor, Trees, compact_trees, register_onnx, standalone_graph,
                                      tree_ensemble_attributes, trees_of)

@@ -14,7 +14,7 @@ decide it) and a variant holds only where non-inferiority is shown in every test
 two-sided, the one-sided alpha bounds at their ends.
 
 The search makes no error claim by itself: it tries many variants and chains, so a truly worse one "holds"
-now and then. ``workflow.compress`` runs it on *screening* rows only, then confirms the variants that held
+now and then. ``verbs.compress`` runs it on *screening* rows only, then confirms the variants that held
 on *confirmation* rows the search never saw, as a fixed-sequence test (``compression.confirm``), which is
 where the family-wise error over everything tried is controlled.
 

@@ -1,7 +1,7 @@
 """evaluation: quality (same folds for all, per group) and cost (measured on the deployable artifact).
 
-Names load on first use, so that a light submodule (``evaluation.memory``, which the LM benchmark uses) does
-not bring in scikit-learn and ONNX Runtime through the cost code.
+Names load on first use, so that a light submodule (``evaluation.metrics``) does not bring in ONNX Runtime
+through the cost code.
 """
 
 from importlib import import_module

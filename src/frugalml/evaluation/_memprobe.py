@@ -26,8 +26,8 @@ def peak_mb(folder: str, batch_path: str) -> float:
     """MB added to the peak resident set by loading ``folder`` and predicting the batch, in this process."""
     import pandas as pd
 
-    from frugalml.candidates.artifact import load
-    from frugalml.evaluation.memory import reset_peak, rss_mb
+    from frugalml.runtime.model_dir import load
+    from frugalml.runtime.memory import reset_peak, rss_mb
 
     batch = pd.read_parquet(batch_path)  # before the baseline: the batch is the input, not the model
     if not reset_peak():
@@ -151,8 +151,8 @@ def main() -> None:
     batch_path, folders = sys.argv[1], sys.argv[2:]
     import pandas as pd  # noqa: F401
 
-    import frugalml.candidates.artifact  # noqa: F401
-    import frugalml.evaluation.memory  # noqa: F401
+    import frugalml.runtime.model_dir  # noqa: F401
+    import frugalml.runtime.memory  # noqa: F401
 
     import onnxruntime  # noqa: F401,I001  (imported before the baseline: it is the runtime, not the model)
     import pyarrow.parquet  # noqa: F401

@@ -14,8 +14,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from ..candidates.artifact import (OnnxExportError, OnnxPredictor, export_onnx, onnx_agreement,
-                                   onnx_is_faithful, skops_bytes)
+from ..candidates.export import OnnxExportError, export_onnx, onnx_agreement, onnx_is_faithful
+
+from ..runtime.sessions import OnnxPredictor
+
+from ..runtime.model_dir import skops_bytes
 from ..data import Schema
 from .energy import EnergyMeter
 
@@ -308,7 +311,7 @@ def measure_peak_memory(artifacts: dict[str, dict], schema: Schema, X: pd.DataFr
     import tempfile
     from pathlib import Path
 
-    from ..candidates.artifact import save_model_dir
+    from ..runtime.model_dir import save_model_dir
 
     unknown = {name: float("nan") for name in artifacts}
     if not cfg.memory_probe or not artifacts:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 
-from ..errors import ConfigError, need
+from ...errors import ConfigError, need
 
 
 def compile_decode(model, batch: int = 1, fullgraph: bool = True) -> float:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ...errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .generate import Generation, SamplingConfig, generate
 
 QUANTIZE = ("int8", "int4")

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ...errors import ConfigError, DataError
 from .generate import SamplingConfig, sample
 
 

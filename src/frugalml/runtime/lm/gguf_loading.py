@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelError, need
+from ...errors import ModelError, need
 
 BUILTIN = "builtin:smollm2"
 

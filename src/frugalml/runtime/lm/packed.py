@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 # oneDNN's bf16 matmul needs AVX-512 BF16/BW or AVX-NE-CONVERT; elsewhere bf16 layers stay as they are

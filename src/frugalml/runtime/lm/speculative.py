@@ -32,7 +32,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ...errors import ConfigError, DataError
 from .generate import Generation, SamplingConfig, check_request, new_generator, prefill, probabilities, sample
 from .quantize import quantize_int8, weight_bytes
 
@@ -93,8 +93,8 @@ def self_draft(target, kind: str = "int8", *, layers: int | None = None):
     n = target.spec.n_layers
     if layers is not None and not 1 <= layers <= n:
         raise ConfigError(f"a self-draft keeps 1 to {n} layers of the target, not {layers}")
-    if kind == "int4" and importlib.util.find_spec("frugalml.runtime.int4") is None:
-        raise ConfigError("an int4 self-draft needs frugalml.runtime.int4, missing in this version; use int8")
+    if kind == "int4" and importlib.util.find_spec("frugalml.runtime.lm.int4") is None:
+        raise ConfigError("an int4 self-draft needs frugalml.runtime.lm.int4, missing in this version; use int8")
     kept = target.layers if layers is None else target.layers[:layers]
     # deepcopy's memo: skip the target's KV cache and position tables (the draft makes its own) and hand it
     # the copied kept blocks in place of the whole list

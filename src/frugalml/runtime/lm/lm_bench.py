@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .batching import BatchEngine, Request
 from .engine import Engine, EngineConfig
-from ..evaluation.memory import reset_peak, rss_mb
+from ..memory import reset_peak, rss_mb
 from .prompts import PROMPTS
 from .quantize import weight_bytes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import ModelError, need
+from ...errors import ModelError, need
 
 SUPPORTED = {"llama", "mistral", "qwen2"}  # same decoder layout (Qwen2 adds q/k/v biases: attention_bias)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from ..errors import ConfigError, DataError, need
+from ...errors import ConfigError, DataError, need
 from .prompts import HELDOUT_SOURCE, PROMPTS, heldout_text
 
 

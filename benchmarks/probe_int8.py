@@ -147,7 +147,7 @@ def weight_errors() -> None:
     kinds = {"query": lambda L: L.attention.self.query, "key": lambda L: L.attention.self.key,
              "value": lambda L: L.attention.self.value, "attention output": lambda L: L.attention.output.dense,
              "FFN in": lambda L: L.intermediate.dense, "FFN out": lambda L: L.output.dense}
-    layers = _encoder().encoder.layer
+    layers = frozen_encoder().encoder.layer
     print("\n| weight (out x in) | per-tensor error, layers 1-6 | per-channel error, layers 1-6 |")
     print("|---|---|---|")
     for kind, get in kinds.items():

@@ -131,7 +131,7 @@ def test_a_half_precision_folder_with_its_own_small_vocabulary(tmp_path):
 
     texts = np.asarray(["w1 w2 w3", "w5 w9"], dtype=object).reshape(-1, 1)
     session = ort_session(est.export_onnx())
-    batch = est._get_tokenizer()(["w1 w2 w3", "w5 w9"], padding=True, return_tensors="np")
+    batch = est.tokenizer()(["w1 w2 w3", "w5 w9"], padding=True, return_tensors="np")
     onnx_p = session.run(None, {"input_ids": batch["input_ids"].astype(np.int64),
                                 "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
     np.testing.assert_allclose(onnx_p, est.predict_proba(texts), atol=1e-5)

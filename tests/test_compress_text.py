@@ -135,19 +135,19 @@ def test_onnx_fp32_reproduces_torch_and_records_its_session_options(fitted):
     assert digest(pipe) == before and encoder(pipe).runtime == "torch" and not hasattr(encoder(pipe), "onnx_graph_")
 
 
-def test_a_fusion_left_out_of_the_session_only_where_measured_faster(fitted, monkeypatch):
+def test_a_fusion_left_out_of_the_session_only_where_measured_faster(fitted):
     import onnx
     import onnxruntime as ort
 
-    import frugalml.runtime.sessions as artifact
-    from frugalml.compression.encoder import tuned_setting
+    from frugalml.compression.encoder import calibration_feeds, tuned_setting
     from frugalml.errors import ModelError
+    from frugalml.runtime.sessions import FUSION_GAIN, graph_optimization_parts, tune_fusions
 
     pipe, _, X_cal, y_cal, X = fitted
     graph = encoder(compress(pipe, OnnxInt8DynamicConfig(per_channel=False))).onnx_graph_.tobytes()
 
     def fused_ops(setting):  # the op types of the graph ONNX Runtime runs with this setting
-        level, off = artifact.graph_optimization_parts(setting)
+        level, off = graph_optimization_parts(setting)
         with tempfile.TemporaryDirectory() as tmp:
             so = ort.SessionOptions()
             so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
@@ -159,31 +159,30 @@ def test_a_fusion_left_out_of_the_session_only_where_measured_faster(fitted, mon
     assert "SkipLayerNormalization" not in unfused and "LayerNormalization" in unfused
     for bad in ("fast", "all SkipLayerNormFusion", "all -", "basic -Skip;Fusion"):
         with pytest.raises(ModelError, match="is not a level"):
-            artifact.graph_optimization_parts(bad)
+            graph_optimization_parts(bad)
 
-    class Timed:  # a session whose passes take longer with the fusion than without it (or the reverse)
-        def __init__(self, setting, slow):
-            self.pause = 0.004 if ("-SkipLayerNormFusion" in setting) == slow else 0.001
+    # The decision, on a clock each pass advances by what the graph costs with that setting (no wall time).
+    now = [0.0]
 
-        def run(self, outputs, feed):
-            time.sleep(self.pause)
+    def sessions(fused_s, unfused_s):
+        class Timed:
+            def __init__(self, setting):
+                self.cost = unfused_s if "-SkipLayerNormFusion" in setting else fused_s
 
-    real = artifact.ort_session
+            def run(self, outputs, feed):
+                now[0] += self.cost
+        return lambda g, threads, setting: Timed(setting)
 
-    def timed_session(g, threads, setting, optimized_path=None):
-        if optimized_path:  # the optimised graph the fusion is looked for in
-            real(g, threads, setting, optimized_path)
-        return Timed(setting, slow)
-
-    monkeypatch.setattr(artifact, "ort_session", timed_session)
-    for slow, expected in ((False, "all -SkipLayerNormFusion"), (True, "all")):
-        assert tuned_setting(pipe, graph, "all", X_cal.iloc[:16]) == expected
-    slow = False  # a graph the fusion does not occur in (the fp32 export): nothing to time, nothing left out
+    feeds = calibration_feeds(pipe, X_cal, 16)
+    tune = lambda g, fused_s, unfused_s: tune_fusions(g, feeds, "all", session=sessions(fused_s, unfused_s),
+                                                     clock=lambda: now[0])
+    assert tune(graph, 1.0, 0.5) == "all -SkipLayerNormFusion"
+    assert tune(graph, 1.0, 1.0 - FUSION_GAIN / 2) == "all"  # faster, but by less than FUSION_GAIN
+    assert tune(graph, 1.0, 2.0) == "all"
     fp32 = encoder(compress(pipe, OnnxFp32Config())).onnx_graph_.tobytes()
-    assert tuned_setting(pipe, fp32, "all", X_cal.iloc[:16]) == "all"
+    assert tune(fp32, 1.0, 0.5) == "all"  # the fusion does not occur in the fp32 export: nothing to leave out
     assert tuned_setting(pipe, graph, "basic", X_cal) == "basic"  # lower levels do not fuse layer norms
     assert tuned_setting(pipe, graph, "all", None) == "all"  # no rows: ONNX Runtime's defaults
-    monkeypatch.undo()
     # a variant built with calibration rows runs with the measured setting, and its outputs are the graph's
     variant = compress(pipe, OnnxInt8DynamicConfig(per_channel=False), calibration=(X_cal, y_cal))
     plain = compress(pipe, OnnxInt8DynamicConfig(per_channel=False))

@@ -143,7 +143,7 @@ def test_encoder_prune_drops_attention_heads_exactly_and_reloads(fitted, tmp_pat
     pipe, task, X_cal, y_cal, X = fitted
     variant = compress(pipe, PruneEncoderConfig(2, 1.0, epochs=0, heads=0.5), calibration=(X_cal, y_cal))
     enc = encoder(variant)
-    net, original = enc._network(), minilm._encoder()
+    net, original = enc._network(), minilm.frozen_encoder()
     size = H // 4  # 4 heads of 16
     silenced, kept_heads = copy.deepcopy(original), []
     for layer, old in zip(net.encoder.layer, silenced.encoder.layer):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, ModelError
-from .text import MiniLMClassifier, _transformers, state_bytes
+from .text import MiniLMClassifier, load_transformers, state_bytes
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                    "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model")
@@ -53,7 +53,7 @@ class HFTextClassifier(MiniLMClassifier):
             raise ModelError(f"{folder} has no model.safetensors" + (
                 " (pytorch_model.bin is a pickle, which frugalml never loads: save the model with "
                 "save_pretrained(..., safe_serialization=True))" if pickled else ""))
-        tf = _transformers()
+        tf = load_transformers()
         try:
             net = tf.AutoModelForSequenceClassification.from_pretrained(
                 str(folder), local_files_only=True, use_safetensors=True, dtype=torch.float32).eval()  # fp32 reference
@@ -76,7 +76,7 @@ class HFTextClassifier(MiniLMClassifier):
         est.classes_ = np.arange(len(est.labels_))  # the pipeline predicts class indices, as frugalml's own
         est.max_length = min(est.max_length, int(getattr(net.config, "max_position_embeddings", 512) or 512))
         with torch.inference_mode():
-            est._get_tokenizer()  # a folder whose tokenizer does not load fails here, not mid-search
+            est.tokenizer()  # a folder whose tokenizer does not load fails here, not mid-search
         return est
 
     def fit(self, X, y=None):  # already trained: the search compresses it, it is not refitted
@@ -93,13 +93,13 @@ class HFTextClassifier(MiniLMClassifier):
                 (tmp / name).write_bytes(np.asarray(data, dtype=np.uint8).tobytes())
         return tmp
 
-    def _get_tokenizer(self):
+    def tokenizer(self):
         if getattr(self, "_tok", None) is None:
             import shutil
 
             tmp = self._files()
             try:
-                self._tok = _transformers().AutoTokenizer.from_pretrained(str(tmp), local_files_only=True)
+                self._tok = load_transformers().AutoTokenizer.from_pretrained(str(tmp), local_files_only=True)
             except (OSError, ValueError) as exc:
                 raise ModelError(f"the model's tokenizer does not load: {str(exc).splitlines()[0][:200]}") from None
             finally:
@@ -110,7 +110,7 @@ class HFTextClassifier(MiniLMClassifier):
         import torch
         from safetensors.torch import load
 
-        tf = _transformers()
+        tf = load_transformers()
         config = tf.AutoConfig.for_model(**json.loads(self.config_))
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         net = tf.AutoModelForSequenceClassification.from_config(config, dtype=torch.float32, **extra)

@@ -19,6 +19,7 @@ session is built on first use and never saved.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,15 @@ class OnnxGraphModel(BaseEstimator):
         if self.label_output_ is not None:  # the graph's own decision (its thresholds, its tie-breaking)
             return self._label_index(self._run(X)[self.label_output_])
         return self.predict_proba(X).argmax(1)
+
+    def on_graph(self, graph: np.ndarray, graph_optimization: str = "all") -> "OnnxGraphModel":
+        """A copy (this one unmodified) that runs ``graph`` (ONNX bytes as a uint8 array, a compressed variant of
+        this one's graph, same inputs and outputs) with that session setting; marked ``compressed``."""
+        new = copy.copy(self)
+        new.__dict__.pop("_session", None)  # the live session is rebuilt from the new graph
+        new.set_params(graph_optimization=graph_optimization, compressed=True)
+        new.onnx_graph_ = graph
+        return new
 
     def frugal_param_count(self) -> int:
         import onnx

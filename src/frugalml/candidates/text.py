@@ -23,6 +23,7 @@ the cost of a model is always measured on the real encoder.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import struct
@@ -52,7 +53,7 @@ def model_path() -> Path:
     return path
 
 
-def _transformers():
+def load_transformers():
     need("torch", "MiniLM", "text")
     transformers = need("transformers", "MiniLM", "text")
     transformers.utils.logging.set_verbosity_error()
@@ -63,20 +64,20 @@ def _transformers():
 def minilm_tokenizer():
     key = (str(model_path()), "tokenizer")
     if key not in _LOADED:
-        _LOADED[key] = _transformers().AutoTokenizer.from_pretrained(key[0], local_files_only=True)
+        _LOADED[key] = load_transformers().AutoTokenizer.from_pretrained(key[0], local_files_only=True)
     return _LOADED[key]
 
 
-def _encoder():
+def frozen_encoder():
     """The frozen encoder in eval mode, loaded from the package once per process."""
     key = (str(model_path()), "encoder")
     if key not in _LOADED:
-        _LOADED[key] = _transformers().AutoModel.from_pretrained(key[0], local_files_only=True,
+        _LOADED[key] = load_transformers().AutoModel.from_pretrained(key[0], local_files_only=True,
                                                                  use_safetensors=True).eval()
     return _LOADED[key]
 
 
-def _safetensors_params(source: bytes | Path) -> int:
+def safetensors_params(source: bytes | Path) -> int:
     """Floating-point numbers in a safetensors file (integer buffers such as position ids are not parameters),
     read from its header alone: an 8-byte length, then JSON."""
     if isinstance(source, Path):
@@ -99,7 +100,7 @@ def text_values(X) -> list[str]:
     return ["" if pd.isna(v) else str(v) for v in values]
 
 
-def _mean_pool(hidden, mask):
+def mean_pool(hidden, mask):
     """Average of the token vectors, padding excluded: (B, T, H), (B, T) -> (B, H)."""
     m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
@@ -235,7 +236,7 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
 
     def _torch_embed(self):
         """(input_ids, attention_mask) (B, T) int64 arrays -> (B, H) unit vectors, on a torch model."""
-        return embedder(_encoder() if self.runtime == "torch" else _encoder_int8(self.runtime.endswith("per-channel")))
+        return embedder(frozen_encoder() if self.runtime == "torch" else _encoder_int8(self.runtime.endswith("per-channel")))
 
     def _onnx_embed(self):
         """The same function on the ONNX graph."""
@@ -243,7 +244,7 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
 
     def frugal_param_count(self) -> int:
         """The encoder's parameters: deployed with the model although not learned by this fit."""
-        return _safetensors_params(model_path() / "model.safetensors")
+        return safetensors_params(model_path() / "model.safetensors")
 
     def frugal_external_files(self) -> list:
         """The torch runtimes read the package's weight file; the ONNX runtime's graph is in this estimator."""
@@ -382,6 +383,22 @@ def using_embeddings(tables):
         _ACTIVE.reset(token)
 
 
+def on_runtime(est, runtime: str, graph: np.ndarray | None = None, graph_optimization: str = "all"):
+    """A copy of a MiniLM estimator (``MiniLMEncoder``, ``MiniLMClassifier`` or a subclass) that runs on
+    ``runtime``: ``graph`` the ONNX bytes (uint8 array) for ``"onnx"``. The fitted state is shared, the live
+    objects are not (sessions and quantized networks are rebuilt on first use); the fp32 torch network of a
+    fine-tuned model is read-only, so it is shared too. ``est`` is not modified."""
+    new = copy.copy(est)
+    for live in ("_session", "_net_int8"):
+        new.__dict__.pop(live, None)
+    new.set_params(runtime=runtime, graph_optimization=graph_optimization)
+    if graph is not None:
+        new.onnx_graph_ = graph
+    else:
+        new.__dict__.pop("onnx_graph_", None)
+    return new
+
+
 def _active_table(enc) -> tuple[EmbeddingTable | None, Lent | None]:
     tables, lent = _ACTIVE.get()
     if not tables:
@@ -403,7 +420,9 @@ def _encoder_int8(per_channel: bool):
     once per process."""
     key = (str(model_path()), "encoder-int8-per-channel" if per_channel else "encoder-int8")
     if key not in _LOADED:
-        _LOADED[key] = _quantize_int8(_encoder(), per_channel)
+        from ..runtime.torch_int8 import dynamic_int8
+
+        _LOADED[key] = dynamic_int8(frozen_encoder(), per_channel)
     return _LOADED[key]
 
 
@@ -448,7 +467,7 @@ def export_encoder_onnx(max_length: int = 256) -> bytes:
     key = (str(model_path()), f"onnx-{max_length}")
     if key in _LOADED:
         return _LOADED[key]
-    encoder = _transformers().AutoModel.from_pretrained(str(model_path()), local_files_only=True,
+    encoder = load_transformers().AutoModel.from_pretrained(str(model_path()), local_files_only=True,
                                                         use_safetensors=True, attn_implementation="eager").eval()
     _LOADED[key] = pooled_onnx(encoder)
     return _LOADED[key]
@@ -466,7 +485,7 @@ def pooled_onnx(encoder) -> bytes:
 
         def forward(self, input_ids, attention_mask):  # (B, T), (B, T) -> (B, H)
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            return torch.nn.functional.normalize(_mean_pool(hidden, attention_mask), dim=1)
+            return torch.nn.functional.normalize(mean_pool(hidden, attention_mask), dim=1)
 
     return _to_onnx(Pooled(encoder), "embedding")
 
@@ -479,7 +498,7 @@ def embedder(model):
         with torch.inference_mode():
             ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
             hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-            return torch.nn.functional.normalize(_mean_pool(hidden, mask), dim=1).numpy()
+            return torch.nn.functional.normalize(mean_pool(hidden, mask), dim=1).numpy()
     return embed
 
 
@@ -489,22 +508,6 @@ def state_bytes(module) -> np.ndarray:
 
     state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
     return np.frombuffer(save(state), dtype=np.uint8).copy()
-
-
-def _quantize_int8(module, per_channel: bool):
-    """A copy of ``module`` whose Linear layers are torch's dynamic int8 ones (weights int8, activations
-    quantized per call). torch.ao.quantization is deprecated (torchao replaces it); it is kept as the
-    torch-only point of comparison."""
-    import copy
-    import warnings
-
-    import torch
-    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig, quantize_dynamic
-
-    qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the deprecation of torch.ao.quantization and of quantized dtypes
-        return quantize_dynamic(copy.deepcopy(module), {torch.nn.Linear: qconfig}, dtype=torch.qint8).eval()
 
 
 def encoder_session(onnx_bytes: bytes, graph_optimization: str = "all", threads: int = 1):
@@ -541,7 +544,9 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         self.graph_optimization = graph_optimization
         self.threads = threads
 
-    def _join(self, X, sep: str) -> list[str]:
+    def join_texts(self, X) -> list[str]:
+        """The texts the network reads: each row's text columns joined by the tokenizer's separator token."""
+        sep = self.tokenizer().sep_token
         X = np.asarray(X, dtype=object).reshape(len(X), -1)
         columns = [text_values(X[:, k]) for k in range(X.shape[1])]
         return [f" {sep} ".join(parts) for parts in zip(*columns)]
@@ -550,11 +555,11 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         import torch
 
         _check_runtime(self)
-        tf = _transformers()
+        tf = load_transformers()
         path = str(model_path())
         tokenizer = minilm_tokenizer()
         self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
-        texts = self._join(X, tokenizer.sep_token)
+        texts = self.join_texts(X)
         torch.manual_seed(self.seed)
         encoder = tf.AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
         net = torch.nn.ModuleDict({"encoder": encoder,
@@ -584,9 +589,9 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, net, tokenizer, texts: list[str]):
         batch = tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         hidden = net["encoder"](**batch).last_hidden_state  # (B, T, 384)
-        return net["head"](_mean_pool(hidden, batch["attention_mask"]))  # (B, classes)
+        return net["head"](mean_pool(hidden, batch["attention_mask"]))  # (B, classes)
 
-    def _get_tokenizer(self):
+    def tokenizer(self):
         """The tokenizer of the network (a subclass for other models brings its own)."""
         return minilm_tokenizer()
 
@@ -595,7 +600,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         import torch
 
         hidden = net["encoder"](input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        return torch.softmax(net["head"](_mean_pool(hidden, attention_mask)), dim=1)
+        return torch.softmax(net["head"](mean_pool(hidden, attention_mask)), dim=1)
 
     def _network(self):
         """The fitted network, rebuilt from ``weights_`` (safetensors) after loading."""
@@ -607,7 +612,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         import torch
         from safetensors.torch import load
 
-        tf = _transformers()
+        tf = load_transformers()
         state = load(bytes(self.weights_))
         config = tf.AutoConfig.from_pretrained(str(model_path()), local_files_only=True)
         n_classes = state["head.weight"].shape[0]
@@ -636,7 +641,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
             def forward(self, input_ids, attention_mask):  # (B, T), (B, T) -> (B, classes)
                 return probabilities(self.net, input_ids, attention_mask)
 
-        return _to_onnx(Probabilities(net), "probabilities", self._get_tokenizer())
+        return _to_onnx(Probabilities(net), "probabilities", self.tokenizer())
 
     def _torch_probabilities(self):
         """(input_ids, attention_mask) (B, T) int64 arrays -> (B, classes) probabilities, on a torch network."""
@@ -646,7 +651,9 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
             net = self._network()
         else:
             if getattr(self, "_net_int8", None) is None:
-                self._net_int8 = _quantize_int8(self._network(), self.runtime.endswith("per-channel"))
+                from ..runtime.torch_int8 import dynamic_int8
+
+                self._net_int8 = dynamic_int8(self._network(), self.runtime.endswith("per-channel"))
             net = self._net_int8
 
         def probabilities(ids, mask):
@@ -656,8 +663,8 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X):
         _check_runtime(self)
-        tokenizer = self._get_tokenizer()
-        texts = self._join(X, tokenizer.sep_token)
+        tokenizer = self.tokenizer()
+        texts = self.join_texts(X)
         probabilities = _onnx_runner(self) if self.runtime == "onnx" else self._torch_probabilities()
         out = np.zeros((len(texts), len(self.classes_)))
         for idx, ids, mask in token_batches(tokenizer, texts, 32, self.max_length):
@@ -668,7 +675,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def frugal_param_count(self) -> int:
-        return _safetensors_params(self.weights_.tobytes())
+        return safetensors_params(self.weights_.tobytes())
 
     def __getstate__(self):
         state = dict(super().__getstate__())

@@ -18,9 +18,6 @@ import logging
 
 import numpy as np
 
-_CACHES = ("_session", "_net", "_net_int8")  # live objects a copy must not share (rebuilt on first use)
-
-
 def encoders(pipeline) -> list[tuple[int, object, object]]:
     """(position in the ColumnTransformer, MiniLMEncoder, its column) for every MiniLM text featurizer."""
     from ..candidates.text import MiniLMEncoder
@@ -72,76 +69,24 @@ def calibration_feeds(pipeline, X, limit: int) -> list[dict]:
     from ..candidates.text import minilm_tokenizer, token_batches
 
     clf = classifier(pipeline)
-    sample, tokenizer = texts(pipeline, X, limit), clf._get_tokenizer() if clf is not None else minilm_tokenizer()
+    sample, tokenizer = texts(pipeline, X, limit), clf.tokenizer() if clf is not None else minilm_tokenizer()
     # similar lengths per batch: little padding in the ranges
     return [{"input_ids": ids, "attention_mask": mask}
             for _, ids, mask in token_batches(tokenizer, sample, 16, max_length(pipeline))]
 
 
-def _copy_with(est, runtime: str, graph, graph_optimization: str):
-    new = copy.copy(est)
-    for cache in _CACHES:
-        if cache != "_net":  # the fp32 torch network of a fine-tuned model is read-only: shared
-            new.__dict__.pop(cache, None)
-    new.set_params(runtime=runtime, graph_optimization=graph_optimization)
-    if graph is not None:
-        new.onnx_graph_ = graph
-    else:
-        new.__dict__.pop("onnx_graph_", None)
-    return new
-
-
-# Fusions of ONNX Runtime's "all" level that can cost more than they save, so a variant's session is measured
-# with and without each. SkipLayerNormalization (residual add, bias and layer norm in one kernel), which ORT
-# 1.32 makes of 6 of the int8 MiniLM's 13 layer norms (none in the fp32 export): on a 2-vCPU AVX-512 machine,
-# 1 thread, those 6 took 18% of the graph's time, ten times as long per node as the other 7 LayerNormalization
-# nodes, and the graph ran 1.17-1.20x as fast without the fusion (`benchmarks/probe_int8.py`).
-OPTIONAL_FUSIONS = {"SkipLayerNormFusion": "SkipLayerNormalization"}  # optimizer -> the operator it makes
-FUSION_GAIN = 0.05  # a fusion is left out only when that makes the graph at least this much faster
-TIMING_ROWS = 128
+TIMING_ROWS = 128  # rows the graph is timed on when its session setting is tuned (``runtime.sessions.tune_fusions``)
 
 
 def tuned_setting(pipeline, graph: bytes, level: str, X) -> str:
-    """``level`` followed by `` -Name`` for each of ``OPTIONAL_FUSIONS`` that slows ``graph`` down on this
-    machine: where the session's optimised graph has the fused operator, the graph run on up to
-    ``TIMING_ROWS`` of the rows ``X`` (the inputs of ``pipeline``'s fp32 graph fit every variant of it), 1
-    thread, the median of 3 interleaved passes after a warm-up, each fusion left out when that is
-    ``FUSION_GAIN`` faster. Outputs differ only by float rounding; the search judges the variant with the
-    setting it ships with."""
-    import tempfile
-    import time
-    from pathlib import Path
-
-    import onnx
-
-    from ..runtime.sessions import ort_session
+    """The session setting ``graph`` (a variant of ``pipeline``'s fp32 graph, whose inputs fit it) runs fastest with
+    on this machine: ``runtime.sessions.tune_fusions`` on up to ``TIMING_ROWS`` of the rows ``X``. The search
+    judges the variant with the setting it ships with."""
+    from ..runtime.sessions import tune_fusions
 
     if level != "all" or X is None or not len(X):
         return level
-    with tempfile.TemporaryDirectory() as tmp:
-        optimized = str(Path(tmp) / "optimized.onnx")
-        default = ort_session(graph, 1, level, optimized_path=optimized)
-        made = {n.op_type for n in onnx.load(optimized, load_external_data=False).graph.node}
-    feeds = calibration_feeds(pipeline, X, TIMING_ROWS)
-    setting, current = level, default
-    for fusion, op in OPTIONAL_FUSIONS.items():
-        if op not in made:  # nothing to leave out
-            continue
-        candidate = f"{setting} -{fusion}"
-        sessions = {setting: current, candidate: ort_session(graph, 1, candidate)}
-        times = {s: [] for s in sessions}
-        for s in sessions.values():
-            s.run(None, feeds[0])
-        for _ in range(3):
-            for name, s in sessions.items():
-                t0 = time.perf_counter()
-                for feed in feeds:
-                    s.run(None, feed)
-                times[name].append(time.perf_counter() - t0)
-        base, without = (float(np.median(t)) for t in times.values())
-        if without < (1 - FUSION_GAIN) * base:
-            setting, current = candidate, sessions[candidate]
-    return setting
+    return tune_fusions(graph, calibration_feeds(pipeline, X, TIMING_ROWS), level)
 
 
 def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optimization: str = "all",
@@ -151,6 +96,7 @@ def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optim
     (``tuned_setting``)."""
     from sklearn.pipeline import Pipeline
 
+    from ..candidates.text import on_runtime
     from . import with_final
 
     if graph is not None and calibration is not None:
@@ -158,19 +104,15 @@ def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optim
     array = None if graph is None else np.frombuffer(graph, dtype=np.uint8).copy()
     foreign = graph_model(pipeline)
     if foreign is not None:  # a bare ONNX graph: the same estimator on the new graph
-        new = copy.copy(foreign)
-        new.__dict__.pop("_session", None)
-        new.set_params(graph_optimization=graph_optimization, compressed=True)
-        new.onnx_graph_ = array
-        return with_final(pipeline, new)
+        return with_final(pipeline, foreign.on_graph(array, graph_optimization))
     clf = classifier(pipeline)
     if clf is not None:
-        return with_final(pipeline, _copy_with(clf, runtime, array, graph_optimization))
+        return with_final(pipeline, on_runtime(clf, runtime, array, graph_optimization))
     prep = copy.copy(pipeline.steps[0][1])  # shallow: the other columns' fitted preprocessing is shared
     parts = list(prep.transformers_)
     for k, enc, cols in encoders(pipeline):
         # one array shared by the encoders of several text columns: one frozen model
-        parts[k] = (parts[k][0], _copy_with(enc, runtime, array, graph_optimization), cols)
+        parts[k] = (parts[k][0], on_runtime(enc, runtime, array, graph_optimization), cols)
     prep.transformers_ = parts
     return Pipeline([(pipeline.steps[0][0], prep)] + list(pipeline.steps[1:]))
 
@@ -209,7 +151,7 @@ def texts(pipeline, X, limit: int) -> list[str]:
 
     clf = classifier(pipeline)
     if clf is not None:
-        return clf._join(pipeline[:-1].transform(X[:limit]), clf._get_tokenizer().sep_token)
+        return clf.join_texts(pipeline[:-1].transform(X[:limit]))
     out: list[str] = []
     for _, _, col in encoders(pipeline):
         column = X.iloc[:, col] if hasattr(X, "iloc") else np.asarray(X, dtype=object)[:, col]

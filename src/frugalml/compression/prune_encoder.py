@@ -41,6 +41,7 @@ import numpy as np
 from ..candidates import text as minilm  # its functions looked up when called (tests swap in a tiny model)
 from ..candidates.text import MiniLMClassifier, MiniLMEncoder
 from ..errors import ModelError
+from ..runtime.torch_int8 import dynamic_int8
 from . import Technique, register_technique, with_final
 from .encoder import applies_minilm, classifier, encoders, max_length, texts
 
@@ -61,7 +62,7 @@ class PruneEncoderConfig:
 
 def _bert(config_json: str, attn_implementation: str | None = None):
     """An untrained BERT without pooler, shaped by ``config_json``."""
-    tf = minilm._transformers()
+    tf = minilm.load_transformers()
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     return tf.AutoModel.from_config(tf.BertConfig.from_dict(json.loads(config_json)), add_pooling_layer=False,
                                     **extra)
@@ -117,7 +118,7 @@ class PrunedMiniLMEncoder(MiniLMEncoder):
         model = self._network()
         if self.runtime != "torch":
             if getattr(self, "_net_int8", None) is None:
-                self._net_int8 = minilm._quantize_int8(model, self.runtime.endswith("per-channel"))
+                self._net_int8 = dynamic_int8(model, self.runtime.endswith("per-channel"))
             model = self._net_int8
         return minilm.embedder(model)
 
@@ -126,7 +127,7 @@ class PrunedMiniLMEncoder(MiniLMEncoder):
         return minilm.pooled_onnx(_load(_bert(self.config_, "eager"), self.weights_))
 
     def frugal_param_count(self) -> int:
-        return minilm._safetensors_params(self.weights_.tobytes())
+        return minilm.safetensors_params(self.weights_.tobytes())
 
     def frugal_external_files(self) -> list:
         return []  # its weights are in the estimator (the model file), not read from the package
@@ -194,7 +195,7 @@ def _teacher_pass(encoder, head, texts: list[str], length: int, unit: bool):
             for idx, ids, mask in minilm.token_batches(tokenizer, texts, 32, length):
                 ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
                 hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-                out = minilm._mean_pool(hidden, mask)  # (B, H)
+                out = minilm.mean_pool(hidden, mask)  # (B, H)
                 if head is not None:
                     p = torch.softmax(head(out), dim=1)
                     proba = torch.zeros(len(texts), p.shape[1]) if proba is None else proba
@@ -267,7 +268,7 @@ def _finetune(encoder, head, texts: list[str], pooled, proba, length: int, unit:
             batch = tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=length,
                               return_tensors="pt")
             hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-            out = minilm._mean_pool(hidden, batch["attention_mask"])  # (B, H)
+            out = minilm.mean_pool(hidden, batch["attention_mask"])  # (B, H)
             if unit:
                 out = F.normalize(out, dim=1)
             target = pooled[idx]  # (B, H)
@@ -290,7 +291,7 @@ def _apply(pipeline, cfg: PruneEncoderConfig, calibration):
         net = clf._network()
         teacher, head, unit = net["encoder"], copy.deepcopy(net["head"]), False
     else:  # minilm_linear: the package's frozen encoder, compared on the unit embeddings the head reads
-        teacher, head, unit = minilm._encoder(), None, True
+        teacher, head, unit = minilm.frozen_encoder(), None, True
     if not 1 <= cfg.layers <= teacher.config.num_hidden_layers or not 0 < cfg.ffn <= 1 or not 0 < cfg.heads <= 1:
         raise ModelError(f"encoder-prune keeps 1..{teacher.config.num_hidden_layers} layers and fractions "
                          f"0 < ffn <= 1 of the feed-forward neurons and 0 < heads <= 1 of the attention heads; "

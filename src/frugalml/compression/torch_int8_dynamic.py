@@ -1,12 +1,12 @@
-"""torch's dynamic int8 quantization of the MiniLM encoder's Linear layers, for comparison with the ONNX
-Runtime path.
+"""torch's dynamic int8 quantization of MiniLM's Linear layers (the encoder, or a fine-tuned or pruned network),
+for comparison with the ONNX Runtime path.
 
-``torch.ao.quantization.quantize_dynamic`` replaces every Linear by one with int8 weights whose input is
-quantized per call. torch deprecates this API (it warns that torch.ao.quantization will be removed in
-favour of torchao, whose int8 path only pays off with torch.compile). The variant stores no weights: the
-encoder is quantized from the package's fp32 weights the first time it runs in a process (deterministic).
-It is less accurate than ONNX Runtime's (MiniLM, debate statements: cosine to fp32 mean 0.96, min 0.90 per
-channel; 0.92 / 0.77 per tensor) and slower.
+The technique is a choice of runtime: the variant's MiniLM runs on ``runtime.torch_int8`` (``quantize_dynamic``:
+int8 weights, each input quantized per call), per channel or per tensor. It stores no weights: the network
+is quantized from its fp32 weights the first time it runs in a process (deterministic). torch deprecates the
+API (torchao replaces it, and its int8 path only pays off with torch.compile). It is less accurate than ONNX
+Runtime's (MiniLM, debate statements: cosine to fp32 mean 0.96, min 0.90 per channel; 0.92 / 0.77 per
+tensor) and slower.
 """
 
 from __future__ import annotations

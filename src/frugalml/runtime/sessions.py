@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,8 +93,8 @@ def graph_optimization_parts(value: str) -> tuple[str, list[str]]:
     """An ONNX Runtime optimisation setting as recorded on an estimator -> (level, fusions turned off).
 
     A level (disable, basic, extended or all), optionally followed by `` -Name`` for each of ONNX Runtime's
-    optimizers the session leaves out: ``"all -SkipLayerNormFusion"`` (``compression.encoder.tuned_setting``
-    records one where leaving it out was measured faster)."""
+    optimizers the session leaves out: ``"all -SkipLayerNormFusion"`` (``tune_fusions`` gives one where leaving
+    it out was measured faster)."""
     level, *rest = str(value).split()
     if level not in GRAPH_OPTIMIZATIONS or not all(r.startswith("-") and r[1:].isidentifier() for r in rest):
         raise ModelError(f"graph_optimization {value!r} is not a level ({', '.join(GRAPH_OPTIMIZATIONS)}) "
@@ -123,6 +126,55 @@ def ort_session(onnx_bytes: bytes, threads: int | None = None, graph_optimizatio
                                     disabled_optimizers=off or None)
     except Exception as exc:  # onnxruntime raises its own error classes for bad graphs
         raise ModelError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0][:200]}") from None
+
+# Fusions of ONNX Runtime's "all" level that can cost more than they save, so a graph is timed with and without
+# each. SkipLayerNormalization (residual add, bias and layer norm in one kernel), which ORT 1.32 makes of 6 of the
+# int8 MiniLM's 13 layer norms (none in the fp32 export): on a 2-vCPU AVX-512 machine, 1 thread, those 6 took 18%
+# of the graph's time, ten times as long per node as the other 7 LayerNormalization nodes, and the graph ran
+# 1.17-1.20x as fast without the fusion (`benchmarks/probe_int8.py`).
+OPTIONAL_FUSIONS = {"SkipLayerNormFusion": "SkipLayerNormalization"}  # optimizer -> the operator it makes
+FUSION_GAIN = 0.05  # a fusion is left out only when that makes the graph at least this much faster
+
+
+def tune_fusions(graph: bytes, feeds: list[dict], level: str = "all", *, session=None, clock=time.perf_counter) -> str:
+    """``level`` followed by `` -Name`` for each of ``OPTIONAL_FUSIONS`` that slows ``graph`` down on this
+    machine: where the session's optimised graph has the fused operator, the graph is run on ``feeds`` (its input
+    batches), 1 thread, the median of 3 interleaved passes after a warm-up, and the fusion is left out when that
+    is ``FUSION_GAIN`` faster. Outputs differ only by float rounding.
+
+    ``session(graph, threads, setting)`` builds the sessions timed (``ort_session``; a test gives its own, with
+    ``clock``)."""
+    import onnx
+
+    if level != "all" or not feeds:
+        return level
+    session = session or ort_session
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = str(Path(tmp) / "optimized.onnx")
+        ort_session(graph, 1, level, optimized_path=optimized)
+        made = {n.op_type for n in onnx.load(optimized, load_external_data=False).graph.node}
+    setting, current = level, None
+    for fusion, op in OPTIONAL_FUSIONS.items():
+        if op not in made:  # nothing to leave out
+            continue
+        candidate = f"{setting} -{fusion}"
+        sessions = {setting: current or session(graph, 1, setting), candidate: session(graph, 1, candidate)}
+        times = {s: [] for s in sessions}
+        for s in sessions.values():
+            s.run(None, feeds[0])
+        for _ in range(3):
+            for name, s in sessions.items():
+                t0 = clock()
+                for feed in feeds:
+                    s.run(None, feed)
+                times[name].append(clock() - t0)
+        base, without = (float(np.median(t)) for t in times.values())
+        if without < (1 - FUSION_GAIN) * base:
+            setting, current = candidate, sessions[candidate]
+        else:
+            current = sessions[setting]
+    return setting
+
 
 def cached_session(est, cache: str = "_session"):
     """The ONNX Runtime session of an estimator holding ``onnx_graph_`` (uint8 array), ``threads`` and

@@ -138,7 +138,7 @@ def op_times(graph: bytes, batches: list[dict]) -> None:
 def weight_errors() -> None:
     """Relative error (Frobenius) of each MiniLM weight matrix rounded to int8 with one scale (per tensor) or one
     per output channel, by kind of matrix and layer: where per-channel scales earn their cost."""
-    from frugalml.candidates.text import _encoder
+    from frugalml.candidates.text import frozen_encoder
 
     def error(W, per_channel):
         scale = np.abs(W).max(axis=1 if per_channel else None, keepdims=per_channel) / 127

@@ -12,12 +12,13 @@ only the numeric and categorical columns.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependency
 from ..registry import Registry
 
 TASKS = ("classification", "regression")
@@ -34,6 +35,16 @@ class Candidate:
     scale: bool = True  # standardise numeric features first (trees don't need it; it costs them ONNX fidelity)
     text: bool = False  # reads text columns (its factory returns a text.TextRecipe); on the text ladder only
     default: bool = True  # on the ladder when no candidate is named; False: only when named (slow ones)
+    needs: tuple[str, ...] = ()  # optional packages it imports when it runs (modules), from the extra ``extra``
+    extra: str | None = None
+
+    def missing(self) -> str | None:
+        """Why it cannot run here (a needed package is not installed, with the line that installs it), or None."""
+        for module in self.needs:
+            if importlib.util.find_spec(module) is None:
+                hint = f"pip install 'frugalml[{self.extra}]'" if self.extra else f"pip install {module}"
+                return f"candidate {self.name} needs {module}; install with {hint}"
+        return None
 
     def build(self, task: str, seed: int):
         est = self.make(task, seed)
@@ -48,11 +59,12 @@ CANDIDATES: Registry[Candidate] = Registry("candidate")
 def register_candidate(name: str, make: Callable[[str, int], Any], *, family: str | None = None,
                        interpretable: bool = False, tasks: tuple[str, ...] = TASKS, rank: int = 1000,
                        scale: bool = True, text: bool = False, default: bool = True,
-                       replace: bool = False) -> Candidate:
+                       needs: tuple[str, ...] = (), extra: str | None = None, replace: bool = False) -> Candidate:
     """Register a candidate: ``make(task, seed)`` returns an unfitted scikit-learn compatible estimator
-    (``text=True``: a ``text.TextRecipe``, for tasks with text columns)."""
+    (``text=True``: a ``text.TextRecipe``, for tasks with text columns). ``needs``: the optional packages
+    (module names) it runs on, installed by ``pip install 'frugalml[extra]'``."""
     return CANDIDATES.add(name, Candidate(name, make, family or name, interpretable, tuple(tasks), rank, scale,
-                                          text, default), replace=replace)
+                                          text, default, tuple(needs), extra), replace=replace)
 
 
 def from_estimator(estimator, name: str | None = None, *, family: str | None = None,
@@ -110,15 +122,19 @@ def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | N
     """The registered candidates for ``task`` (or just ``names``), thinnest first, then ``extra``.
 
     ``text``: the task has text columns; the default ladder is then the baseline and the text candidates.
+    A named candidate whose packages are not installed is an error (``MissingDependency``); the default ladder
+    leaves such candidates out (``left_out`` says which).
     """
     if names:
         chosen = [CANDIDATES.get(n) for n in names]
         wrong = [c.name for c in chosen if task not in c.tasks]
         if wrong:
             raise ConfigError(f"candidate(s) {', '.join(wrong)} do not support {task}")
+        for c in chosen:
+            if c.missing():
+                raise MissingDependency(c.missing())
     else:
-        chosen = [c for _, c in CANDIDATES.items() if task in c.tasks and c.default
-                  and (c.text or c.family == "baseline" if text else not c.text)]
+        chosen = [c for c in _default_ladder(task, text) if not c.missing()]
     for c in chosen + list(extra or []):
         if c.text and not text:
             raise ConfigError(f"candidate {c.name!r} reads text: name the text column with --text COL")
@@ -132,8 +148,18 @@ def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | N
     return out
 
 
+def _default_ladder(task: str, text: bool) -> list[Candidate]:
+    return [c for _, c in CANDIDATES.items() if task in c.tasks and c.default
+            and (c.text or c.family == "baseline" if text else not c.text)]
+
+
+def left_out(task: str, text: bool = False) -> dict[str, str]:
+    """The default ladder's candidates that cannot run here -> why (the package missing, the install line)."""
+    return {c.name: c.missing() for c in _default_ladder(task, text) if c.missing()}
+
+
 from . import tabular, text  # noqa: E402,F401  (register the built-in ladders)
 from .preprocess import build_pipeline  # noqa: E402
 
-__all__ = ["Candidate", "CANDIDATES", "register_candidate", "from_estimator", "from_spec", "ladder",
+__all__ = ["Candidate", "CANDIDATES", "register_candidate", "from_estimator", "from_spec", "ladder", "left_out",
            "build_pipeline"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, ModelError
+from ..errors import DataError, ModelError, need
 from .text import MiniLMClassifier, load_transformers, state_bytes
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
@@ -45,7 +45,7 @@ class HFTextClassifier(MiniLMClassifier):
     @classmethod
     def from_folder(cls, folder, labels) -> "HFTextClassifier":
         """Read ``folder`` and map its outputs to the data's ``labels`` (the target's values)."""
-        import torch
+        torch = need("torch", "a Hugging Face model", "text")
 
         folder = Path(folder)
         if not (folder / "model.safetensors").exists():
@@ -53,7 +53,7 @@ class HFTextClassifier(MiniLMClassifier):
             raise ModelError(f"{folder} has no model.safetensors" + (
                 " (pytorch_model.bin is a pickle, which frugalml never loads: save the model with "
                 "save_pretrained(..., safe_serialization=True))" if pickled else ""))
-        tf = load_transformers()
+        tf = load_transformers("a Hugging Face model")
         try:
             net = tf.AutoModelForSequenceClassification.from_pretrained(
                 str(folder), local_files_only=True, use_safetensors=True, dtype=torch.float32).eval()  # fp32 reference
@@ -99,7 +99,7 @@ class HFTextClassifier(MiniLMClassifier):
 
             tmp = self._files()
             try:
-                self._tok = load_transformers().AutoTokenizer.from_pretrained(str(tmp), local_files_only=True)
+                self._tok = load_transformers("a Hugging Face model").AutoTokenizer.from_pretrained(str(tmp), local_files_only=True)
             except (OSError, ValueError) as exc:
                 raise ModelError(f"the model's tokenizer does not load: {str(exc).splitlines()[0][:200]}") from None
             finally:
@@ -107,10 +107,10 @@ class HFTextClassifier(MiniLMClassifier):
         return self._tok
 
     def _build_network(self, attn_implementation: str | None = None):
-        import torch
+        torch = need("torch", "a Hugging Face model", "text")
         from safetensors.torch import load
 
-        tf = load_transformers()
+        tf = load_transformers("a Hugging Face model")
         config = tf.AutoConfig.for_model(**json.loads(self.config_))
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         net = tf.AutoModelForSequenceClassification.from_config(config, dtype=torch.float32, **extra)
@@ -121,7 +121,7 @@ class HFTextClassifier(MiniLMClassifier):
         return net.eval()
 
     def _probabilities(self, net, input_ids, attention_mask):
-        import torch
+        torch = need("torch", "a Hugging Face model", "text")
 
         return torch.softmax(net(input_ids=input_ids, attention_mask=attention_mask).logits, dim=1)
 

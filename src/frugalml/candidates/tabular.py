@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 from . import register_candidate
 
@@ -85,6 +84,6 @@ register_candidate("random_forest", _forest, family="forest", rank=50, scale=Fal
 register_candidate("hist_gradient_boosting", _hgb, family="boosting", rank=60, scale=False)
 register_candidate("lightgbm", _lightgbm, family="boosting", rank=70, scale=False)
 register_candidate("mlp", _mlp, family="neural", rank=80)
-# needs torch (pip install 'frugalml[torch]', an optional extra): on the default ladder when torch is installed
-register_candidate("torch_mlp", _torch_mlp, family="neural", rank=85,
-                   default=importlib.util.find_spec("torch") is not None)
+# needs torch (an optional extra): on the default ladder when torch is installed
+register_candidate("torch_mlp", _torch_mlp, family="neural", rank=85, needs=("torch", "safetensors"),
+                   extra="torch")

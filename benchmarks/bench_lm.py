@@ -32,16 +32,15 @@ import time
 import torch
 
 from frugalml.runtime.lm.batching import BatchEngine, Request
-from frugalml.runtime.lm.engine import quantize
+from frugalml.runtime.lm.formats import weight_bytes, weight_format
 from frugalml.runtime.lm.generate import generate
 from frugalml.runtime.lm.gguf_loading import builtin_smollm2
 from frugalml.runtime.lm.lm_bench import memory_bandwidth_gb_s
 from frugalml.runtime.lm.loading import load_causal_lm, load_hf_reference
-from frugalml.runtime.lm.packed import pack_linears, warm_up
+from frugalml.runtime.lm.packed import warm_up
 from frugalml.runtime.lm.prompt_lookup import generate_prompt_lookup
 from frugalml.runtime.lm.prompts import PROMPTS
 from frugalml.runtime.lm.quality import encode_prompt, quality_report
-from frugalml.runtime.lm.quantize import weight_bytes
 from frugalml.runtime.lm.speculative import generate_speculative, self_draft
 
 TEXT = ("Energy-efficient machine learning starts with measuring. Before deploying a large model, compare it "
@@ -49,9 +48,15 @@ TEXT = ("Energy-efficient machine learning starts with measuring. Before deployi
 GROUNDED = [f"Repeat this text exactly: {TEXT}", *PROMPTS["extract"][:2], *PROMPTS["summarise"][:2]]
 
 
-def packed(model):
-    warm_up(pack_linears(model))
+def packed(model, dtype="float32"):
+    """The model in ``dtype`` (float32 or bfloat16), its linear layers packed for oneDNN, warmed up."""
+    fmt = weight_format(dtype)
+    warm_up(fmt.convert(model.to(fmt.dtype)))
     return model
+
+
+def quantize(model, name):
+    return weight_format(name).convert(model)
 
 
 def med(xs):
@@ -100,7 +105,7 @@ def main():
     fp32, tok = load_causal_lm("builtin:smollm2")
     eos = tok.eos_token_id
     models = {"fp32": fp32, "fp32 packed": packed(copy.deepcopy(fp32)),
-              "bf16 packed": packed(copy.deepcopy(fp32).to(torch.bfloat16)),
+              "bf16 packed": packed(copy.deepcopy(fp32), "bfloat16"),
               "int8": quantize(copy.deepcopy(fp32), "int8"), "int4": quantize(copy.deepcopy(fp32), "int4")}
     compile_s = {}
     if args.compile:

@@ -1,5 +1,6 @@
 """Tiny random Llama models built in-process: a transformers reference and frugalml's engine on its weights."""
 
+import pytest
 import torch
 import transformers
 
@@ -36,3 +37,10 @@ def tiny_folder(path, seed=6):
     hf.save_pretrained(path)
     fast.save_pretrained(path)
     return path, hf, fast
+
+
+@pytest.fixture(autouse=True)
+def cache_in_tmp(tmp_path, monkeypatch):
+    """Quantized weights cached under the test's tmp_path, not in ~/.cache (autouse where imported)."""
+    monkeypatch.setenv("FRUGAL_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
+import torch
+import transformers  # noqa: F401  (an installed extra: a missing one fails, never skips)
 
-from lm_models import tiny_folder  # noqa: E402
+from lm_models import cache_in_tmp, tiny_folder  # noqa: E402,F401  (cache_in_tmp: autouse)
 
 KEYS = ("decode_tokens_per_s", "prefill_tokens_per_s", "ttft_ms", "tpot_ms_p50", "tpot_ms_p99", "peak_memory_mb",
         "roofline_fraction")

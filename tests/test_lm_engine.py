@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from frugalml.runtime.lm.generate import SamplingConfig, generate, sample  # noqa: E402
-from lm_models import ours, tiny_folder, tiny_hf  # noqa: E402
+from lm_models import cache_in_tmp, ours, tiny_folder, tiny_hf  # noqa: E402,F401  (cache_in_tmp: autouse)
 
 
 @pytest.mark.parametrize("over", [{}, {"tie_word_embeddings": True}, {"num_key_value_heads": 4},
@@ -149,11 +149,11 @@ def test_gguf_weights_match_transformers_gguf_loader():
 
 @pytest.mark.parametrize("rows", [1, 40])  # the packed-kernel path (decode) and the dequantizing path (prefill)
 def test_int8_linear_is_close_to_fp32(rows):
-    from frugalml.runtime.lm.quantize import Int8WeightOnlyLinear
+    from frugalml.runtime.lm.formats.int8 import Int8WeightOnlyLinear
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(256, 384)
-    q = Int8WeightOnlyLinear(lin)
+    q = Int8WeightOnlyLinear.quantize(lin)
     assert q.weight.dtype == torch.int8 and q.weight.shape == (384, 256)
     x = torch.randn(rows, 256)
     with torch.no_grad():
@@ -163,10 +163,10 @@ def test_int8_linear_is_close_to_fp32(rows):
 
 
 def test_int8_engine_agrees_with_fp32_on_next_tokens():
-    from frugalml.runtime.lm.quantize import quantize_int8, weight_bytes
+    from frugalml.runtime.lm.formats import weight_bytes, weight_format
 
     m = ours(tiny_hf(seed=8))
-    q = quantize_int8(ours(tiny_hf(seed=8)))
+    q = weight_format("int8").convert(ours(tiny_hf(seed=8)))
     assert weight_bytes(q) < weight_bytes(m) / 3.5
     ids = torch.randint(0, 256, (1, 120), generator=torch.Generator().manual_seed(3))
     m.setup_cache(1, 120)

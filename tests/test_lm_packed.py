@@ -1,13 +1,18 @@
-"""Proposed tests for runtime/packed.py (tests/test_lm_packed.py)."""
+"""Linear layers packed for oneDNN (runtime/lm/packed.py, the float32 and bfloat16 weight formats)."""
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
+from frugalml.runtime.lm.formats import weight_bytes, weight_format  # noqa: E402
 from frugalml.runtime.lm.generate import generate  # noqa: E402
-from frugalml.runtime.lm.packed import AVAILABLE, PackedLinear, pack_linears  # noqa: E402
-from lm_models import ours, tiny_hf  # noqa: E402
+from frugalml.runtime.lm.packed import AVAILABLE, PackedLinear  # noqa: E402
+from lm_models import cache_in_tmp, ours, tiny_hf  # noqa: E402,F401  (cache_in_tmp: an autouse fixture)
+
+
+def pack_linears(model):
+    return weight_format("float32").convert(model)
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason="this torch has no oneDNN")
 
@@ -47,8 +52,6 @@ def test_compiled_packed_engine_gives_the_eager_tokens():
 
 def test_engine_packs_by_default_with_the_same_tokens_and_bytes(tmp_path):
     from frugalml.runtime.lm.engine import Engine, EngineConfig
-    from frugalml.runtime.lm.packed import PackedLinear
-    from frugalml.runtime.lm.quantize import weight_bytes
     from lm_models import tiny_folder
 
     folder = tiny_folder(tmp_path / "m")[0]

@@ -2,14 +2,22 @@
 
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
-from frugalml.runtime.lm import int4  # noqa: E402
+from frugalml.runtime.lm.formats import FORMATS, int4, weight_bytes, weight_format  # noqa: E402
+from frugalml.runtime.lm.formats.int4 import Int4WeightOnlyConfig, Int4WeightOnlyLinear  # noqa: E402
+from frugalml.runtime.lm.formats.int8 import Int8WeightOnlyLinear  # noqa: E402
 from frugalml.runtime.lm.generate import generate  # noqa: E402
-from frugalml.runtime.lm.int4 import Int4WeightOnlyLinear, quantize_int4  # noqa: E402
-from frugalml.runtime.lm.quantize import Int8WeightOnlyLinear, quantize_int8, weight_bytes  # noqa: E402
 from lm_models import ours, tiny_hf  # noqa: E402
+
+
+def quantize_int8(model):
+    return weight_format("int8").convert(model)
+
+
+def quantize_int4(model, group_size=32):
+    return Int4WeightOnlyConfig(group_size).convert(model)
 
 
 def sqnr_db(ref, got):
@@ -33,6 +41,33 @@ def logits_of(model, ids):
 IDS = torch.randint(0, 256, (1, 120), generator=torch.Generator().manual_seed(3))
 
 
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_every_registered_format_converts_counts_and_round_trips(name):
+    """What the engine asks of a format: convert, count bytes, and (quantized) rebuild from its own tensors."""
+    fmt = weight_format(name)
+
+    def fresh():
+        m = ours(tiny_hf(seed=8))
+        return m if fmt.quantized else m.to(fmt.dtype)
+
+    m = fmt.convert(fresh())
+    assert 0 < weight_bytes(m) <= weight_bytes(fresh())
+    assert len(generate(m, [1, 2, 3], 8).tokens) == 8
+    if fmt.quantized:
+        assert not any(isinstance(x, torch.nn.Linear) for x in m.modules())
+        restored = fmt.restore(fresh(), fmt.state(m))
+        torch.testing.assert_close(logits_of(restored, IDS), logits_of(m, IDS), atol=0, rtol=0)
+        assert weight_bytes(restored) == weight_bytes(m)
+
+
+def test_unknown_format_lists_the_registered_ones():
+    import frugalml
+
+    assert list(FORMATS) == ["float32", "bfloat16", "int8", "int4"]
+    with pytest.raises(frugalml.FrugalError, match="unknown weight format 'int3'; known: float32, bfloat16, int8, int4"):
+        weight_format("int3")
+
+
 @pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "forced-fallback"])
 @pytest.mark.parametrize("rows", [1, 40])  # the packed-kernel path (decode) and the dequantizing path (prefill)
 def test_int4_linear_is_close_to_fp32(rows, kernel, monkeypatch):
@@ -40,14 +75,14 @@ def test_int4_linear_is_close_to_fp32(rows, kernel, monkeypatch):
         pytest.skip("this torch has no CPU int4 kernel")
     monkeypatch.setattr(int4, "KERNEL", kernel)
     lin = normal_linear()
-    q = Int4WeightOnlyLinear(lin)  # group 32
+    q = Int4WeightOnlyLinear.quantize(lin)  # group 32
     assert (q.packed is not None) == kernel
     x = torch.randn(rows, 256, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref, got = lin(x), q(x)
     assert got.dtype == x.dtype and got.shape == (rows, 384)
     assert sqnr_db(ref, got) > 19  # 4 bits over each group's range, normal weights: ~22 dB (group 128: ~20)
-    coarse = Int4WeightOnlyLinear(lin, group_size=128)
+    coarse = Int4WeightOnlyLinear.quantize(lin, group_size=128)
     with torch.no_grad():
         assert 18 < sqnr_db(ref, coarse(x)) < sqnr_db(ref, got)  # larger groups: wider ranges, coarser steps
 
@@ -56,9 +91,9 @@ def test_int4_kernel_and_fallback_agree(monkeypatch):
     if not int4.KERNEL:
         pytest.skip("this torch has no CPU int4 kernel")
     lin = normal_linear()
-    fast = Int4WeightOnlyLinear(lin)
+    fast = Int4WeightOnlyLinear.quantize(lin)
     monkeypatch.setattr(int4, "KERNEL", False)
-    slow = Int4WeightOnlyLinear(lin)
+    slow = Int4WeightOnlyLinear.quantize(lin)
     assert torch.equal(fast.dequantize(), slow.dequantize())  # the kernel's packing is read back exactly
     x = torch.randn(1, 256, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():

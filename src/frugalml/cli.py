@@ -201,13 +201,23 @@ _DRAFT = typer.Option(None, help="Speculate with a draft model sharing the token
                                  "self:int8 / self:int4 [:LAYERS], the model's own copy.")
 _DRAFT_TOKENS = typer.Option(4, help="Most tokens the draft guesses per pass (adapted to its acceptance).")
 _PROMPT_LOOKUP = typer.Option(0, help="Speculate with prompt lookup, matching n-grams up to N.")
+_NO_CACHE = typer.Option(False, "--no-cache", help="Quantize again rather than read the weights quantized on an "
+                                                   "earlier run ($FRUGAL_CACHE_DIR, else ~/.cache/frugalml/lm).")
 
 
-def _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup):
+def _need_lm_engine(command: str) -> None:
+    """The engine imports torch and reads tokenizers with transformers: say how to install them, up front."""
+    from .errors import need
+
+    for module in ("torch", "transformers"):
+        need(module, f"frugal {command}", "lm")
+
+
+def _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup, no_cache):
     from .runtime.lm.engine import EngineConfig
 
     cfg = EngineConfig(quantize=quantize, dtype=dtype, pack=pack, compile=compile_, draft=draft,
-                       draft_tokens=draft_tokens, prompt_lookup=prompt_lookup)
+                       draft_tokens=draft_tokens, prompt_lookup=prompt_lookup, cache=not no_cache)
     cfg.check()
     return cfg
 
@@ -224,6 +234,7 @@ def generate(
     draft: Optional[str] = _DRAFT,
     draft_tokens: int = _DRAFT_TOKENS,
     prompt_lookup: int = _PROMPT_LOOKUP,
+    no_cache: bool = _NO_CACHE,
     max_new_tokens: int = typer.Option(128, help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, help="0 = greedy; above 0 samples."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling: keep the smallest set of tokens reaching this mass."),
@@ -231,6 +242,7 @@ def generate(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ):
     """Generate text with frugalml's decode engine (static KV cache); text to stdout, statistics to stderr."""
+    _need_lm_engine("generate")
     from .errors import DataError
     from .runtime.lm.engine import Engine
     from .runtime.lm.generate import SamplingConfig
@@ -239,7 +251,8 @@ def generate(
     sampling.check()
     if not prompt.strip():
         raise DataError("the prompt is empty; give some text")
-    engine = Engine.load(model, _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup))
+    engine = Engine.load(model, _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup,
+                                               no_cache))
     ids = engine.encode(prompt, chat=not raw)
     out_ids: list[int] = []
     shown = ""
@@ -260,6 +273,7 @@ def generate(
         extra = f"; speculative acceptance {stats['acceptance_rate']:.2f}"
     if engine.compile_s is not None:
         extra += f"; compiled in {engine.compile_s:.1f} s"
+    extra += f"; loaded in {sum(engine.timings.values()):.1f} s"  # read, quantized (or cached), packed
     typer.echo(f"prompt {len(ids)} tokens, time to first token {1000 * result.prefill_s:.1f} ms; "
                f"{len(result.tokens)} tokens, decode {result.decode_tokens_per_s:.1f} tokens/s{extra}", err=True)
 
@@ -274,6 +288,7 @@ def bench_lm(
     draft: Optional[str] = _DRAFT,
     draft_tokens: int = _DRAFT_TOKENS,
     prompt_lookup: int = _PROMPT_LOOKUP,
+    no_cache: bool = _NO_CACHE,
     batch: int = typer.Option(16, help="Requests running at once in the batched measurement (1 skips it)."),
     baseline: Optional[str] = typer.Option(None, help="hf: also time transformers' generate on the same weights."),
     new_tokens: int = typer.Option(64, help="Most new tokens per prompt (answers stop at end-of-sequence)."),
@@ -286,12 +301,13 @@ def bench_lm(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 ):
     """Speed of one engine configuration (TTFT, TPOT, tokens/s, batch, memory, roofline) next to its quality."""
+    _need_lm_engine("bench-lm")
     from .runtime.lm.lm_bench import BenchConfig, bench_lm as run_bench
 
     cfg = BenchConfig(new_tokens=new_tokens, batch=batch, threads=threads, prompts_per_slice=prompts_per_slice,
                       baseline=baseline, quality=not no_quality, user_prompts=tuple(p for p in prompt or () if p.strip()))
     cfg.check()
-    engine_cfg = _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup)
+    engine_cfg = _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup, no_cache)
     console = _console(quiet=show_json)
     progress = (lambda msg: console.print(f"[dim]{msg}[/dim]")) if console.is_terminal else (lambda msg: None)
     result = run_bench(model, engine_cfg, cfg, progress=progress)

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...errors import ConfigError
+from ...errors import ConfigError, need
 from .batching import BatchEngine, Request
 from .engine import Engine, EngineConfig
 from ..memory import reset_peak, rss_mb
+from .formats import weight_bytes
 from .prompts import PROMPTS
-from .quantize import weight_bytes
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,8 @@ def bench_lm(source: str, engine_cfg: EngineConfig = EngineConfig(), cfg: BenchC
              progress=lambda msg: None) -> dict:
     cfg.check()
     engine_cfg.check()
+    if cfg.baseline == "hf":  # before minutes of measuring
+        need("transformers", "--baseline hf", "lm")
     torch.set_num_threads(cfg.threads)
     progress(f"loading {source} ({engine_cfg.label})")
     engine = Engine.load(source, engine_cfg)

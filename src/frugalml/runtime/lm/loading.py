@@ -13,7 +13,7 @@ SUPPORTED = {"llama", "mistral", "qwen2"}  # same decoder layout (Qwen2 adds q/k
 def load_causal_lm(folder: str | Path, dtype: str = "float32"):
     """-> (model, tokenizer) from ``builtin:smollm2``, a ``.gguf`` file or a local Hugging Face folder;
     nothing is downloaded."""
-    torch = need("torch", "the language-model engine", "torch")
+    torch = need("torch", "the language-model engine", "lm")
     if str(folder) == "builtin:smollm2" or str(folder).lower().endswith(".gguf"):
         from .gguf_loading import builtin_smollm2, load_gguf
 
@@ -64,9 +64,19 @@ def load_causal_lm(folder: str | Path, dtype: str = "float32"):
     return model, tokenizer
 
 
+def source_files(source: str | Path) -> list[Path]:
+    """The files ``load_causal_lm(source)`` reads weights from: the GGUF file, or a folder's config.json (it
+    says, for one, whether the output layer is the embedding table) and safetensors files."""
+    if str(source) == "builtin:smollm2" or str(source).lower().endswith(".gguf"):
+        from .gguf_loading import builtin_smollm2
+
+        return [builtin_smollm2() if str(source) == "builtin:smollm2" else Path(source)]
+    return [Path(source) / "config.json", *sorted(Path(source).glob("*.safetensors"))]
+
+
 def load_hf_reference(source: str | Path):
     """The same weights in transformers' own LlamaForCausalLM (float32), as a reference to compare with."""
-    torch = need("torch", "the language-model engine", "torch")
+    torch = need("torch", "the language-model engine", "lm")
     transformers = need("transformers", "the transformers baseline", "lm")
     if str(source) == "builtin:smollm2" or str(source).lower().endswith(".gguf"):
         from .gguf_loading import builtin_smollm2, read_gguf

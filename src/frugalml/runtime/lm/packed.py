@@ -7,7 +7,8 @@ builtin:smollm2 [--no-pack] --no-quality --batch 1``; benchmarks/RESULTS.md). bf
 where oneDNN has a bf16 matmul.
 
 The packed weight is an opaque oneDNN tensor: pack last (after ``.to(dtype)``), not before quantizing; a
-packed model cannot be deep-copied or converted to another dtype. The matmul goes through a custom op so that
+packed model cannot be deep-copied or converted to another dtype. The float32 and bfloat16 weight formats
+(``formats/floating.py``) put these layers in. The matmul goes through a custom op so that
 ``compile_decode`` can put it in its graph as one opaque call.
 """
 
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from ...errors import ConfigError
 
 AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 # oneDNN's bf16 matmul needs AVX-512 BF16/BW or AVX-NE-CONVERT; elsewhere bf16 layers stay as they are
@@ -48,18 +47,9 @@ class PackedLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def pack_linears(model: nn.Module) -> nn.Module:
-    """Replace every fp32/bf16 nn.Linear of ``model`` in place (a tied output layer gets its own packed copy);
-    other layers (int8, int4) are left as they are."""
-    if not AVAILABLE:
-        raise ConfigError("packed weights need PyTorch built with oneDNN (mkldnn); run without packing")
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.Linear):
-            if child.weight.dtype == torch.float32 or (child.weight.dtype == torch.bfloat16 and BF16):
-                setattr(model, name, PackedLinear(child))
-        else:
-            pack_linears(child)
-    return model
+def packable(dtype: torch.dtype) -> bool:
+    """Whether oneDNN here takes weights of ``dtype``: float32, and bfloat16 where it has a bf16 matmul."""
+    return AVAILABLE and (dtype == torch.float32 or (dtype == torch.bfloat16 and BF16))
 
 
 def warm_up(model) -> None:

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import time
 from typing import Callable
 
 import torch
 
 from ...errors import ConfigError, DataError
-from .generate import Generation, SamplingConfig, check_request, new_generator, prefill, probabilities, sample
-from .quantize import quantize_int8, weight_bytes
+from .formats import format_names, weight_bytes, weight_format
+from .generate import Generation, SamplingConfig, check_request, new_generator, prefill, probabilities
 
 
 def accept_greedy(logits: torch.Tensor, guess: list[int]) -> tuple[int, int]:
@@ -85,16 +84,16 @@ class DraftLength:
         return max(range(1, self.k_max + 1), key=lambda k: (1 - a ** (k + 1)) / (1 - a) / (k * self.cost + 1))
 
 
-def self_draft(target, kind: str = "int8", *, layers: int | None = None):
-    """A draft made of the target itself, so it shares the tokenizer: a deep copy, quantized by ``kind``
-    ("int8", "int4" or "none"), keeping only the first ``layers`` blocks (then the final norm and head)."""
-    if kind not in ("int8", "int4", "none"):
-        raise ConfigError(f"self-draft kind {kind!r} is not supported; use int8, int4 or none")
+def self_draft(target, kind: str = "int8", *, layers: int | None = None, cache=None):
+    """A draft made of the target itself, so it shares the tokenizer: a deep copy, converted to the quantized
+    weight format ``kind`` ("int8", "int4"; "none" keeps the target's), keeping only the first ``layers``
+    blocks (then the final norm and head). ``cache``: a ``weight_cache.WeightCache`` to quantize through."""
+    kinds = [*format_names(quantized=True), "none"]
+    if kind not in kinds:
+        raise ConfigError(f"self-draft kind {kind!r} is not supported; use {', '.join(kinds[:-1])} or {kinds[-1]}")
     n = target.spec.n_layers
     if layers is not None and not 1 <= layers <= n:
         raise ConfigError(f"a self-draft keeps 1 to {n} layers of the target, not {layers}")
-    if kind == "int4" and importlib.util.find_spec("frugalml.runtime.lm.int4") is None:
-        raise ConfigError("an int4 self-draft needs frugalml.runtime.lm.int4, missing in this version; use int8")
     kept = target.layers if layers is None else target.layers[:layers]
     # deepcopy's memo: skip the target's KV cache and position tables (the draft makes its own) and hand it
     # the copied kept blocks in place of the whole list
@@ -104,12 +103,11 @@ def self_draft(target, kind: str = "int8", *, layers: int | None = None):
     memo[id(target.layers)] = copy.deepcopy(kept, memo)
     draft = copy.deepcopy(target, memo)
     draft.spec = dataclasses.replace(target.spec, n_layers=len(kept))
-    if kind == "int8":
-        quantize_int8(draft)
-    elif kind == "int4":
-        from .int4 import quantize_int4
-
-        quantize_int4(draft, group_size=32)
+    if kind != "none":
+        if cache is None:
+            weight_format(kind).convert(draft)
+        else:
+            cache.convert(draft, weight_format(kind))
     return draft.eval()
 
 

@@ -1,6 +1,5 @@
-"""Weight-only int4 for the decode engine: each linear layer's weight stored as 4-bit codes in groups of
-``group_size`` consecutive input features, each group with its own scale and zero point (asymmetric), and
-activations kept in floating point.
+"""int4: each linear layer's weight stored as 4-bit codes in groups of ``group_size`` consecutive input
+features, each group with its own scale and zero point (asymmetric), activations kept in floating point.
 
 A group's weights span [lo, hi]; code q in 0..15 stands for ``(q - 8) * scale + zero`` with
 ``scale = (hi - lo) / 15`` and ``zero = lo + 8 * scale``, the form PyTorch's CPU int4 kernel expects.
@@ -14,17 +13,21 @@ values, so every path below dequantizes to the same weights.
 
 Layers the int4 path cannot take are kept as int8 (``Int8WeightOnlyLinear``, per-channel) instead:
 in_features not divisible by the group size (e.g. SmolLM2's 576 with group 128), or out_features not a
-multiple of 16 (the packed kernel's block).
+multiple of 16 (the packed kernel's block). The tensors kept for the cache are the portable ones (codes
+two to a byte, scales and zeros); the kernel's layout, which depends on the CPU, is made again on loading.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import ConfigError
-from .quantize import Int8WeightOnlyLinear
+from ....errors import ConfigError
+from . import WeightFormat, register_format
+from .int8 import Int8WeightOnlyLinear, restore_int8
 
 KERNEL = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
     torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
@@ -76,28 +79,44 @@ class Int4WeightOnlyLinear(nn.Module):
     (``packed``), and its own nibble-packed copy (``codes``) only where the kernel's layout cannot be read
     back exactly, so the dequantizing path needs no second copy on the usual CPUs."""
 
-    def __init__(self, linear: nn.Linear, group_size: int = 32):
+    def __init__(self, codes: torch.Tensor, scales_and_zeros: torch.Tensor, bias: torch.Tensor | None = None):
+        """codes (N, K/2) uint8, two to a byte (``pack_nibbles``); scales_and_zeros (K/G, N, 2) bf16."""
         super().__init__()
+        n, k = codes.shape[0], codes.shape[1] * 2
+        groups = scales_and_zeros.shape[0]
+        if codes.dtype != torch.uint8 or scales_and_zeros.shape != (groups, n, 2) or k % groups \
+                or k // groups not in GROUP_SIZES:
+            raise ValueError(f"int4 codes {tuple(codes.shape)} and scales {tuple(scales_and_zeros.shape)} do not fit")
+        self.in_features, self.out_features, self.group_size = k, n, k // groups
+        self.register_buffer("scales_and_zeros", scales_and_zeros)  # (K/G, N, 2) bf16
+        unpacked = unpack_nibbles(codes)  # (N, K)
+        packed = None
+        if KERNEL:
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(unpacked.to(torch.int32), 2)
+        self.register_buffer("packed", packed)  # kernel layout, (N, K/2) uint8 bytes
+        layout = None if packed is None else unpack_kernel_layout(packed, n, k)
+        readable = layout is not None and torch.equal(layout, unpacked)
+        self.register_buffer("codes", None if readable else codes)  # (N, K/2) uint8
+        self.bias = None if bias is None else nn.Parameter(bias)
+
+    @classmethod
+    def quantize(cls, linear: nn.Linear, group_size: int = 32) -> "Int4WeightOnlyLinear":
         if group_size not in GROUP_SIZES:
             raise ConfigError(f"int4 group size must be one of {GROUP_SIZES}, not {group_size}")
         if not fits_int4(linear, group_size):
             raise ConfigError(f"int4 needs in_features divisible by {group_size} and out_features by "
                               f"{OUT_MULTIPLE}, not {linear.in_features} and {linear.out_features}; keep it int8")
-        self.in_features, self.out_features, self.group_size = linear.in_features, linear.out_features, group_size
         codes, scales_and_zeros = quantize_groups(linear.weight.detach(), group_size)
-        self.register_buffer("scales_and_zeros", scales_and_zeros)  # (K/G, N, 2) bf16
-        packed = None
-        if KERNEL:
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 2)
-        self.register_buffer("packed", packed)  # kernel layout, (N, K/2) uint8 bytes
-        readable = packed is not None and torch.equal(unpack_kernel_layout(packed, *codes.shape), codes)
-        self.register_buffer("codes", None if readable else pack_nibbles(codes))  # (N, K/2) uint8
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+        return cls(pack_nibbles(codes), scales_and_zeros, None if linear.bias is None else linear.bias.detach().clone())
 
     def unpacked_codes(self) -> torch.Tensor:  # (N, K) uint8
         if self.codes is not None:
             return unpack_nibbles(self.codes)
         return unpack_kernel_layout(self.packed, self.out_features, self.in_features)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"codes": pack_nibbles(self.unpacked_codes()), "scales_and_zeros": self.scales_and_zeros}
+        return out if self.bias is None else {**out, "bias": self.bias}
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight (N, K) these codes stand for, in ``dtype``."""
@@ -120,15 +139,37 @@ class Int4WeightOnlyLinear(nn.Module):
         return y.reshape(*lead, self.out_features)
 
 
-def quantize_int4(model: nn.Module, group_size: int = 32) -> nn.Module:
-    """Replace every nn.Linear of ``model`` in place: int4 where it fits, int8 where it does not (see the
-    module docstring); a tied output layer gets its own quantized copy."""
-    if group_size not in GROUP_SIZES:
-        raise ConfigError(f"int4 group size must be one of {GROUP_SIZES}, not {group_size}")
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.Linear):
-            fits = fits_int4(child, group_size)
-            setattr(model, name, Int4WeightOnlyLinear(child, group_size) if fits else Int8WeightOnlyLinear(child))
-        else:
-            quantize_int4(child, group_size)
-    return model
+@register_format
+@dataclass(frozen=True)
+class Int4WeightOnlyConfig(WeightFormat):
+    """int4 where a layer fits its groups, int8 where it does not (see the module docstring)."""
+
+    name = "int4"
+    quantized = True
+    version = 1
+    group_size: int = 32
+
+    def __post_init__(self):
+        if self.group_size not in GROUP_SIZES:
+            raise ConfigError(f"int4 group size must be one of {GROUP_SIZES}, not {self.group_size}")
+
+    def convert_linear(self, linear: nn.Linear) -> nn.Module:
+        if fits_int4(linear, self.group_size):
+            return Int4WeightOnlyLinear.quantize(linear, self.group_size)
+        return Int8WeightOnlyLinear.quantize(linear)
+
+    def restore_linear(self, linear: nn.Linear, tensors: dict[str, torch.Tensor]) -> nn.Module:
+        if fits_int4(linear, self.group_size):
+            layer = Int4WeightOnlyLinear(tensors["codes"], tensors["scales_and_zeros"], tensors.get("bias"))
+            if layer.group_size != self.group_size:
+                raise ValueError(f"stored int4 groups of {layer.group_size}, not {self.group_size}")
+            return layer
+        return restore_int8(tensors)
+
+    @classmethod
+    def layer_bytes(cls, layer: nn.Module) -> int | None:
+        """Half a byte a weight + a bf16 scale and zero per group (the packed codes the decode kernel reads;
+        a second copy kept for prefill is not read). The int8 layers are counted by int8."""
+        if isinstance(layer, Int4WeightOnlyLinear):
+            return layer.out_features * layer.in_features // 2 + layer.scales_and_zeros.numel() * 2
+        return None

@@ -7,6 +7,7 @@ import pytest
 
 import frugalml
 from conftest import linear_data
+from frugalml.candidates import CANDIDATES
 from frugalml.cli import main
 
 FAST = ["--folds", "3", "--repeats", "1"]
@@ -29,7 +30,10 @@ def test_select_cli_with_a_user_candidate(tmp_path, capsys, monkeypatch, validat
     d = json.loads(out)
     validate_decision(d)
     assert {c["name"] for c in d["candidates"]} == {"linear", "ridge"}
-    assert d["settings"]["strict_groups"] and d["settings"]["allow_baseline"] and d["stability"]["draws"] == 20
+    # the settings recorded are the arguments given
+    assert {k: d["settings"][k] for k in ("folds", "repeats", "strict_groups", "allow_baseline")} == {
+        "folds": 3, "repeats": 1, "strict_groups": True, "allow_baseline": True}
+    assert d["stability"]["draws"] == 20 and d["groups"] == ["region"] and d["data"]["target"] == "label"
     assert json.loads((tmp_path / "run" / "decision.json").read_text()) == d
     assert (tmp_path / "run" / "model" / "meta.json").exists()
 
@@ -44,14 +48,25 @@ def test_select_prints_the_summary_table(tmp_path, capsys):
     assert set(model.predict(frugalml.load_task("builtin:penguins").X.head(20))) <= {"Adelie", "Chinstrap", "Gentoo"}
 
 
-def test_list_and_env(capsys):
+def test_list_and_env(capsys, monkeypatch):
+    from importlib import metadata
+
+    from frugalml.compression import TECHNIQUES
+    from frugalml.data import DATASETS
+    from frugalml.evaluation import EnergyMeter
+
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps table cells at the terminal's width
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for word in ("random_forest", "lightgbm", "mlp", "fair", "penguins", "accuracy"):
-        assert word in out
+    names = [*CANDIDATES, *DATASETS, *TECHNIQUES]  # everything registered is listed, built-in or plug-in
+    assert [n for n in names if n not in out] == []
     assert main(["env"]) == 0
-    out = capsys.readouterr().out
-    assert "frugalml 0.1.0" in out and "scikit-learn" in out and "energy:" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"frugalml {frugalml.__version__}"
+    for pkg in ("numpy", "scikit-learn", "onnxruntime", "torch"):
+        assert f"{pkg} {metadata.version(pkg)}" in lines
+    meter = EnergyMeter.create()
+    assert f"energy: {meter.source} ({meter.method})" in lines
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from frugalml.candidates.hf_text import HFTextClassifier  # noqa: E402
 from frugalml.cli import main  # noqa: E402

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime  # noqa: F401
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 

@@ -392,3 +392,27 @@ def test_tree_depth_cuts_every_tree_at_the_depth(kind):
 
     again = load_skops(skops_bytes(cut), "cut")
     np.testing.assert_array_equal(again.predict(X), cut.predict(X))
+
+
+def test_a_distilled_student_keeps_every_class_the_teacher_knows():
+    """The teacher never answers its rare class on the calibration rows: the student still has that column
+    (probability about 0), so a saved student answers as many columns as the schema has classes."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from frugalml.compression.distill import DistillConfig
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = (X[:, 0] > 0).astype(int) + 2 * (X[:, 1] > 2)  # class 2 or 3: a few rows with a large second feature
+    pipe = Pipeline([("s", StandardScaler()), ("m", RandomForestClassifier(n_estimators=20, random_state=0))])
+    pipe.fit(X, y)
+    calibration = X[X[:, 1] < 1.5]
+    assert len(np.unique(pipe.predict(calibration))) < len(pipe.classes_)
+    for cfg in (DistillConfig("linear"), DistillConfig("tree", 4)):
+        student = compress(pipe, cfg, calibration=(calibration, None))
+        proba = student.predict_proba(X)
+        assert list(student.classes_) == list(pipe.classes_) and proba.shape == (len(X), len(pipe.classes_))
+        assert proba[:, -1].max() < 1e-3  # the class it never saw answered
+        assert np.mean(student.predict(calibration) == pipe.predict(calibration)) > 0.95

@@ -16,7 +16,7 @@ from frugalml.compression.prune_neurons import NeuronPruneConfig, prune_neurons
 from frugalml.data import load_task, prepare_frame
 from frugalml.evaluation import CostConfig
 
-pytest.importorskip("torch")
+import torch  # noqa: F401  (an installed extra: a missing one fails, never skips)
 FAST = CostConfig(latency_calls=50, time_budget_s=0.01, batch_large=100, memory_probe=False)
 MLP_TECHNIQUES = ["mlp-prune-magnitude", "mlp-prune-neurons", "mlp-distill"]
 

@@ -114,7 +114,9 @@ def test_regression_with_a_lower_is_better_metric(fast_cost, validate_decision):
     assert d["best"] == "linear" and d["recommended"] == "linear"
     assert 0.4 < c["linear"]["quality"]["mean"] < 0.6  # RMSE in the target's units, positive
     assert c["dummy"]["quality"]["mean"] > 3  # the baseline is far worse...
-    assert c["dummy"]["vs_best"]["diff_mean"] > 0  # ...which for RMSE is a positive difference
+    # ...by the difference of the two mean RMSEs (the same folds), positive: for RMSE, worse is higher
+    assert c["dummy"]["vs_best"]["diff_mean"] == pytest.approx(c["dummy"]["quality"]["mean"]
+                                                               - c["linear"]["quality"]["mean"])
     assert not c["dummy"]["on_par"] and "not on par overall" in c["dummy"]["rejected_because"]
     assert c["random_forest"]["vs_best"]["ci_low"] <= c["random_forest"]["vs_best"]["diff_mean"] \
         <= c["random_forest"]["vs_best"]["ci_high"]

@@ -154,7 +154,7 @@ def test_minilm_embeds_paraphrases_closer_than_unrelated_sentences():
 @pytest.mark.slow
 def test_minilm_embeddings_equal_sentence_transformers():
     """Reference: the package's own sentence-transformers pipeline (tokenize, mean-pool, normalise)."""
-    st = pytest.importorskip("sentence_transformers")
+    import sentence_transformers as st
     from frugalml.candidates.text import MiniLMEncoder, model_path
 
     texts = ["Thank you.", "We have to bring back jobs, and we have to do it now, in every state of this country."]

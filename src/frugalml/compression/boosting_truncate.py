@@ -47,7 +47,9 @@ def _apply(pipeline, cfg: BoostingTruncateConfig, calibration=None):
 
         text = est.booster_.model_to_string(num_iteration=cfg.n_iterations)
         est._Booster = lgb.Booster(model_str=text)
-        est.set_params(n_estimators=cfg.n_iterations)
+        # not set_params: LightGBM's also writes into _other_params, a dict this shallow copy shares with the
+        # original, whose get_params (and clone) would then say n_estimators=k too
+        est.n_estimators = cfg.n_iterations
     else:
         est._predictors = list(est._predictors[: cfg.n_iterations])  # n_iter_ follows: len(_predictors)
         est.max_iter = cfg.n_iterations

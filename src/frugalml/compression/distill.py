@@ -51,15 +51,26 @@ def _apply(pipeline, cfg: DistillConfig, calibration):
     Z = prep.transform(X)
     teacher = final_estimator(pipeline)
     soft = teacher.predict(Z)  # the teacher's answers are the student's targets
+    weight = np.ones(len(soft))
     if _task(pipeline) == "classification":
         student = (LogisticRegression(max_iter=2000) if cfg.student == "linear"
                    else DecisionTreeClassifier(max_depth=cfg.max_depth, min_samples_leaf=5, random_state=0))
         if len(np.unique(soft)) < 2:  # the teacher answers one class on these rows: a constant student
             student = DecisionTreeClassifier(max_depth=1)
+        # Classes the teacher never answers on these rows still get an output column (probability ~0): one
+        # weightless row each, so the student's predict_proba has the teacher's columns, in its order.
+        missing = [c for c in getattr(teacher, "classes_", []) if c not in set(soft.tolist())]
+        if missing:
+            import scipy.sparse as sp
+
+            extra = Z[np.zeros(len(missing), dtype=int)]
+            Z = sp.vstack([Z, extra]).tocsr() if sp.issparse(Z) else np.vstack([Z, extra])
+            soft = np.concatenate([soft, np.asarray(missing, dtype=soft.dtype)])
+            weight = np.concatenate([weight, np.full(len(missing), 1e-9)])
     else:
         student = (Ridge(alpha=1.0) if cfg.student == "linear"
                    else DecisionTreeRegressor(max_depth=cfg.max_depth, min_samples_leaf=5, random_state=0))
-    student.fit(Z, soft)
+    student.fit(Z, soft, sample_weight=weight)
     return with_final(pipeline, student)
 
 

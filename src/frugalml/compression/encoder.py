@@ -61,6 +61,24 @@ def applies(pipeline) -> bool:
     return applies_minilm(pipeline) or (graph is not None and not graph.compressed)
 
 
+QUANTIZABLE_OPS = ("MatMul", "Gemm", "Conv", "Gather")  # where ONNX Runtime's quantizer puts int8 weights
+
+
+def applies_int8(pipeline) -> bool:
+    """An int8 graph technique applies: MiniLM in fp32 torch, or a bare ONNX graph not yet compressed that has
+    something for ONNX Runtime's quantizer to quantize (a graph of ``ai.onnx.ml`` nodes, such as skl2onnx writes
+    for linear and tree models, has not: its quantizer fails on such graphs rather than leaving them alone)."""
+    if applies_minilm(pipeline):
+        return True
+    graph = graph_model(pipeline)
+    if graph is None or graph.compressed:
+        return False
+    import onnx
+
+    nodes = onnx.load_from_string(graph.onnx_graph_.tobytes()).graph.node
+    return any(n.op_type in QUANTIZABLE_OPS and n.domain in ("", "ai.onnx") for n in nodes)
+
+
 def calibration_feeds(pipeline, X, limit: int) -> list[dict]:
     """Input batches of the fp32 graph for up to ``limit`` of the rows ``X``, for calibrating activation ranges."""
     graph = graph_model(pipeline)

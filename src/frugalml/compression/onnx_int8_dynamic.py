@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import Technique, register_technique
-from .encoder import applies, fp32_graph, quiet_quantizer, with_runtime
+from .encoder import applies_int8, fp32_graph, quiet_quantizer, with_runtime
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,6 @@ def _settings(pipeline) -> list[OnnxInt8DynamicConfig]:
             OnnxInt8DynamicConfig(per_channel=False)]
 
 
-register_technique(Technique("onnx-int8-dynamic", OnnxInt8DynamicConfig, _apply, applies, _settings,
+register_technique(Technique("onnx-int8-dynamic", OnnxInt8DynamicConfig, _apply, applies_int8, _settings,
                              stage=3, description="MiniLM graph with int8 weights (per channel) and activations "
                                          "quantized per call (ONNX Runtime)"))

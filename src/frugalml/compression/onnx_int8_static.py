@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import Technique, register_technique
-from .encoder import applies, calibration_feeds, fp32_graph, graph_model, quiet_quantizer, with_runtime
+from .encoder import applies_int8, calibration_feeds, fp32_graph, graph_model, quiet_quantizer, with_runtime
 
 CALIBRATION_ROWS = 128
 
@@ -81,6 +81,6 @@ def _settings(pipeline) -> list[OnnxInt8StaticConfig]:
     return [OnnxInt8StaticConfig(skip_ffn_output=False), OnnxInt8StaticConfig(skip_ffn_output=True)]
 
 
-register_technique(Technique("onnx-int8-static", OnnxInt8StaticConfig, _apply, applies, _settings, needs_data=True,
+register_technique(Technique("onnx-int8-static", OnnxInt8StaticConfig, _apply, applies_int8, _settings, needs_data=True,
                              stage=3, description="MiniLM graph with int8 weights and activations, ranges calibrated "
                                          "on the calibration rows' texts (ONNX Runtime QDQ)"))

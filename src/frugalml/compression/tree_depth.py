@@ -36,7 +36,8 @@ def _applies(pipeline) -> bool:
 
     kinds = (RandomForestClassifier, RandomForestRegressor, ExtraTreesClassifier, ExtraTreesRegressor,
              DecisionTreeClassifier, DecisionTreeRegressor)
-    return isinstance(final_estimator(pipeline), kinds)
+    # and has a depth to cut at: a tree already as shallow as the shallowest cut leaves nothing to try
+    return isinstance(final_estimator(pipeline), kinds) and bool(_settings(pipeline))
 
 
 def _settings(pipeline) -> list[TreeDepthConfig]:

@@ -1,0 +1,180 @@
+"""The README's commands, run as written: every ``frugal ...`` line of its code blocks (the venv's ``frugal``, in
+a scratch directory standing for the repository, so ``runs/...`` lands there), and its Python snippet; each must
+exit 0 and leave what the README promises. ``make ...`` lines are what runs this suite: they are only checked to
+be Makefile targets.
+
+Commands are taken from README.md when the tests are collected, so an edited README is tested as edited. One that
+reads a run directory another writes (``compress runs/rf``, ``frugalml.load("runs/fair")``) runs that one first.
+Timings on the 2-core machine (loaded): list 1.5 s, env 3 s; every other command 20 to 80 s and bench-lm minutes,
+so those are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+FRUGAL = Path(sys.executable).with_name("frugal")  # the venv's entry point, as .venv/bin/frugal in the README
+FAST = {"list", "env"}  # the commands that take seconds; the others are marked slow
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced code block."""
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def shell_lines(text: str) -> list[str]:
+    """The command lines of the shell blocks (blocks without a language), comments and blank lines left out."""
+    lines = []
+    for lang, body in code_blocks(text):
+        if lang in ("", "sh", "bash", "shell"):
+            lines += [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    return lines
+
+
+def frugal_commands(text: str) -> list[list[str]]:
+    """Each ``.venv/bin/frugal ...`` line as arguments (a trailing ``# comment`` dropped)."""
+    out = []
+    for line in shell_lines(text):
+        args = shlex.split(line, comments=True)
+        if args and Path(args[0]).name == "frugal":
+            out.append(args[1:])
+    return out
+
+
+def command_id(args: list[str]) -> str:
+    return "frugal " + " ".join(args)
+
+
+def out_dir(args: list[str]) -> str | None:
+    return args[args.index("--out") + 1] if "--out" in args else None
+
+
+COMMANDS = frugal_commands(README)
+PRODUCERS = {out_dir(a): a for a in COMMANDS if out_dir(a)}  # run directory -> the command that writes it
+
+
+def test_readme_has_commands_and_its_make_lines_are_makefile_targets():
+    assert len(COMMANDS) >= 5 and {a[0] for a in COMMANDS} >= {"select", "compress", "list", "env"}
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([A-Za-z][\w-]*):", makefile, flags=re.M))
+    phony = set(re.search(r"^\.PHONY:(.*)$", makefile, flags=re.M).group(1).split())
+    make = [shlex.split(ln, comments=True) for ln in shell_lines(README) if ln.startswith("make ")]
+    assert make, "the README names no make target"
+    for args in make:
+        assert args[1] in targets and args[1] in phony, f"README's `{' '.join(args)}`: no such Makefile target"
+
+
+class Workdir:
+    """A scratch directory standing for the repository; each README command runs there at most once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done: dict[str, subprocess.CompletedProcess] = {}
+
+    def run(self, args: list[str]) -> subprocess.CompletedProcess:
+        key = command_id(args)
+        if key not in self.done:
+            for i, arg in enumerate(args):  # a run directory read here is written by an earlier command
+                if arg in PRODUCERS and args[i - 1] != "--out":
+                    assert self.run(PRODUCERS[arg]).returncode == 0, f"{command_id(PRODUCERS[arg])} failed"
+            # COLUMNS: rich wraps the tables of `frugal list` at the terminal's width
+            self.done[key] = subprocess.run([str(FRUGAL), *args], cwd=self.path, capture_output=True, text=True,
+                                            timeout=1800, env={**os.environ, "COLUMNS": "400"})
+        return self.done[key]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return Workdir(tmp_path_factory.mktemp("readme"))
+
+
+def _assert_run_dir(run: Path, command: str, validate_decision) -> dict:
+    """What the README says a run directory holds."""
+    decision = json.loads((run / "decision.json").read_text())
+    validate_decision(decision)
+    assert decision["command"] == command
+    assert (run / "report.md").read_text().strip()
+    assert (run / "model" / "meta.json").exists() and (run / "model" / "model.skops").exists()
+    if command == "select":
+        assert (run / "folds.json").exists() and (run / "trials").is_dir()
+    import frugalml
+
+    assert frugalml.load(run).name == decision["recommended"]
+    return decision
+
+
+@pytest.mark.parametrize("args", [pytest.param(a, id=command_id(a), marks=[] if a[0] in FAST else [pytest.mark.slow])
+                                  for a in COMMANDS])
+def test_readme_command_runs_as_written(args, workdir, validate_decision):
+    res = workdir.run(args)
+    assert FRUGAL.exists(), f"{FRUGAL} not found: run the tests with the venv's python"
+    assert res.returncode == 0, f"{command_id(args)} exited {res.returncode}: {res.stderr[-2000:]}"
+    verb = args[0]
+    if verb in ("select", "compress"):
+        decision = _assert_run_dir(workdir.path / out_dir(args), verb, validate_decision)
+        if "--group" in args:
+            groups = [args[i + 1] for i, a in enumerate(args) if a == "--group"]
+            assert decision["groups"] == groups
+        if "--tolerance" in args:
+            assert decision["tolerance"] == float(args[args.index("--tolerance") + 1])
+        if "--candidate" in args:
+            assert args[args.index("--candidate") + 1] in {c["name"] for c in decision["candidates"]}
+    elif verb == "generate":
+        answer = res.stdout.strip().splitlines()[0].lower()
+        prompt = args[2].lower()
+        if prompt.startswith("repeat exactly:"):  # the README's prompt-lookup example repeats a sentence
+            assert prompt.split(":", 1)[1].strip().rstrip(".") in answer, res.stdout
+        if "capital of france" in prompt:
+            assert "paris" in answer, res.stdout
+    elif verb == "bench-lm":
+        assert "tokens/s" in res.stdout, res.stdout[-2000:]
+    elif verb == "list":
+        from frugalml.candidates import CANDIDATES
+        from frugalml.compression import TECHNIQUES
+        from frugalml.data import DATASETS
+
+        assert [n for n in [*CANDIDATES, *DATASETS, *TECHNIQUES] if n not in res.stdout] == []
+        assert "metrics" in res.stdout
+    elif verb == "env":
+        import frugalml
+
+        assert res.stdout.splitlines()[0] == f"frugalml {frugalml.__version__}" and "logical cores" in res.stdout
+
+
+PYTHON = [body for lang, body in code_blocks(README) if lang == "python"]
+
+
+@pytest.mark.slow  # it reads runs/fair, which the README's first select writes (about a minute)
+@pytest.mark.parametrize("code", PYTHON, ids=[f"snippet{i}" for i in range(len(PYTHON))])
+def test_readme_python_snippet_runs(code, workdir, monkeypatch):
+    """The snippet as written, with ``df`` (which it leaves to the reader) the table of the run it loads."""
+    from frugalml.data import read_table
+    from frugalml.runtime.model_dir import DeployedModel
+
+    for path in re.findall(r"""frugalml\.load\(["']([^"']+)["']\)""", code):
+        assert path in PRODUCERS, f"the snippet loads {path}, which no README command writes"
+        assert workdir.run(PRODUCERS[path]).returncode == 0
+        source = PRODUCERS[path][1]  # builtin:NAME, the data the run was selected on
+    df = read_table(source)[0]
+    monkeypatch.chdir(workdir.path)
+    namespace = {"df": df}
+    exec(compile(code, "README.md", "exec"), namespace)
+    model = namespace["model"]
+    assert isinstance(model, DeployedModel)
+    target = json.loads((workdir.path / path / "decision.json").read_text())["data"]["target"]
+    labels = model.predict(df)  # original label values; the extra columns (the target among them) ignored
+    assert labels.shape == (len(df),) and set(labels) <= set(df[target])
+    proba = model.predict_proba(df)
+    assert proba.shape == (len(df), len(model.classes_))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)

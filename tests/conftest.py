@@ -58,3 +58,23 @@ def linear_csv(tmp_path):
     p = tmp_path / "linear.csv"
     linear_data().to_csv(p, index=False)
     return p
+
+
+def save_tiny_bert(folder: Path) -> Path:
+    """A 2-layer BERT (hidden 64, random weights; initializer range 0.1 so its layers matter) saved in ``folder``
+    with MiniLM's tokenizer: the stand-in for the package's MiniLM where the real one would take minutes."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    import frugalml.candidates.text as text
+
+    real = text.model_path()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=256, max_position_embeddings=512, initializer_range=0.1)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(real / name, folder / name)
+    return folder

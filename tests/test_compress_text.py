@@ -9,9 +9,7 @@ large common part that would make any cosine look perfect.
 import hashlib
 import json
 import pickle
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import pandas as pd
 import pytest
 
 import frugalml
+from conftest import save_tiny_bert
 from frugalml.compression import TECHNIQUES, compress
 from frugalml.compression.onnx_fp16 import OnnxFp16Config
 from frugalml.compression.onnx_fp32 import OnnxFp32Config
@@ -51,19 +50,9 @@ def debates():
 def tiny_minilm(tmp_path_factory):
     """A 2-layer BERT (hidden 64, random weights; initializer range 0.1 so its layers matter) with MiniLM's
     tokenizer, in place of the package's model for this module."""
-    import torch
-    from transformers import BertConfig, BertModel
-
     import frugalml.candidates.text as text
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    real = text.model_path()
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=256, max_position_embeddings=512, initializer_range=0.1)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(real / name, folder / name)
+    folder = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(text, "model_path", lambda: folder)
         yield folder

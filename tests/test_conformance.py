@@ -37,7 +37,6 @@ import io
 import json
 import pickle
 import re
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -46,7 +45,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from conftest import linear_data
+from conftest import linear_data, save_tiny_bert
 from frugalml.candidates import CANDIDATES, build_pipeline
 from frugalml.compression import TECHNIQUES, compress
 from frugalml.compression.search import technique_names
@@ -366,20 +365,7 @@ def one_thread():
 def tiny_bert(tmp_path_factory):
     """A 2-layer BERT (hidden 64, random weights) saved with MiniLM's tokenizer: the stand-in for the package's
     MiniLM in the default run (as in tests/test_compress_text.py)."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    import frugalml.candidates.text as text
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    real = text.model_path()
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=256, max_position_embeddings=512, initializer_range=0.1)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(real / name, folder / name)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..version import __version__
 from ..errors import DataError
 from ..evaluation import CostConfig, EnergyMeter, measure_cost, measure_peak_memory, resolve_metric
 from ..selection.reasons import compress_reason
+from ..version import __version__
 from .run_dir import RunResult, check_options, machine_info, plain, prepare_out, write_run
 
 

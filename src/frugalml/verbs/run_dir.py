@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..version import __version__
 from ..errors import ConfigError
 from ..report import render_markdown
 from ..runtime.model_dir import DeployedModel, load, save_model_dir
 from ..selection import COST_PRIORITIES
+from ..version import __version__
 
 
 @dataclass

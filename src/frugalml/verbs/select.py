@@ -10,7 +10,6 @@ from typing import Callable
 
 import numpy as np
 
-from ..version import __version__
 from ..candidates import Candidate, from_estimator, ladder, left_out
 from ..data import load_task, make_splits
 from ..errors import ConfigError
@@ -21,6 +20,7 @@ from ..evaluation.trials import TrialStore, data_fingerprint
 from ..selection import DecisionConfig, decide
 from ..selection.reasons import unstable_note
 from ..selection.stability import stability
+from ..version import __version__
 from .run_dir import RunResult, check_options, machine_info, plain, prepare_out, write_run
 
 

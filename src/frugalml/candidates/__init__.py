@@ -131,8 +131,8 @@ def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | N
         if wrong:
             raise ConfigError(f"candidate(s) {', '.join(wrong)} do not support {task}")
         for c in chosen:
-            if c.missing():
-                raise MissingDependency(c.missing())
+            if why := c.missing():
+                raise MissingDependency(why)
     else:
         chosen = [c for c in _default_ladder(task, text) if not c.missing()]
     for c in chosen + list(extra or []):
@@ -155,7 +155,8 @@ def _default_ladder(task: str, text: bool) -> list[Candidate]:
 
 def left_out(task: str, text: bool = False) -> dict[str, str]:
     """The default ladder's candidates that cannot run here -> why (the package missing, the install line)."""
-    return {c.name: c.missing() for c in _default_ladder(task, text) if c.missing()}
+    reasons = {c.name: c.missing() for c in _default_ladder(task, text)}
+    return {name: why for name, why in reasons.items() if why}
 
 
 from . import tabular, text  # noqa: E402,F401  (register the built-in ladders)

@@ -12,16 +12,18 @@ that ``weight_cache.py`` quantizes a model once; ``version`` numbers that layout
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from typing import Callable, ClassVar
 
 import torch
 from torch import nn
 
+from ....errors import ConfigError
 from ....registry import Registry
 
 
-class WeightFormat:
+class WeightFormat(ABC):
     """Base of the formats; subclasses are frozen dataclasses whose fields are the format's options.
 
     A quantized format's layers have ``in_features``, ``out_features``, ``bias`` and ``tensors()``, the dict
@@ -31,19 +33,19 @@ class WeightFormat:
     quantized: ClassVar[bool] = False
     version: ClassVar[int] = 1  # of what the layers' ``tensors()`` hold; bump when it changes meaning
 
+    @abstractmethod
     def convert_linear(self, linear: nn.Linear) -> nn.Module | None:
         """The layer that replaces ``linear``, or None to keep it."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def layer_bytes(cls, layer: nn.Module) -> int | None:
         """Bytes of weights ``layer`` reads per decoded token if this format made it, else None."""
-        raise NotImplementedError
 
     def restore_linear(self, linear: nn.Linear, tensors: dict[str, torch.Tensor]) -> nn.Module:
         """Quantized formats: the layer ``convert_linear`` made from ``linear``, rebuilt from its tensors
-        (KeyError when one is missing)."""
-        raise NotImplementedError
+        (KeyError when one is missing). A floating-point format stores nothing to rebuild from."""
+        raise ConfigError(f"weight format {self.name} keeps no quantized tensors to restore")
 
     def convert(self, model: nn.Module) -> nn.Module:
         """Replace the nn.Linear layers of ``model`` in place (a tied output layer gets its own copy)."""

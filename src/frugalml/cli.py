@@ -278,6 +278,66 @@ def generate(
                f"{len(result.tokens)} tokens, decode {result.decode_tokens_per_s:.1f} tokens/s{extra}", err=True)
 
 
+@app.command()
+def serve(
+    target: str = typer.Argument(..., help="A run directory or model/ folder (POST /v1/predict), or a language model: "
+                                 "builtin:smollm2, a .gguf file or a local Hugging Face folder (the OpenAI API)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8000, help="Port (0: any free port, printed)."),
+    max_batch_size: Optional[int] = typer.Option(None, help="Predictors: most rows per runtime call (default 64). "
+                                                 "Language models: most sequences decoding at once (default 16)."),
+    max_wait_ms: float = typer.Option(2.0, help="Predictors: longest a batch waits for more rows after its first "
+                                      "request."),
+    max_queue: int = typer.Option(256, help="Requests waiting beyond the running batch; more get 429 + Retry-After."),
+    max_body_bytes: int = typer.Option(4 << 20, help="Largest request body (413 beyond)."),
+    token_file: Optional[Path] = typer.Option(None, help="File holding a bearer token every request must carry "
+                                              "(401 without it)."),
+    drain_timeout_s: float = typer.Option(30.0, help="On SIGTERM: longest wait for requests in flight."),
+    threads: Optional[int] = typer.Option(None, help="Predictors: ONNX Runtime threads (default: its own)."),
+    context: int = typer.Option(2048, help="Language models: tokens per sequence, prompt + max_tokens "
+                                "(sizes the KV cache)."),
+    quantize: Optional[str] = _QUANTIZE,
+    dtype: str = _DTYPE,
+    pack: bool = _PACK,
+    compile_: bool = _COMPILE,
+    draft: Optional[str] = _DRAFT,
+    draft_tokens: int = _DRAFT_TOKENS,
+    prompt_lookup: int = _PROMPT_LOOKUP,
+    no_cache: bool = _NO_CACHE,
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Serve a model over HTTP: /v1/predict with dynamic batching, or a language model through the OpenAI API
+    (completions, chat, streaming) with continuous batching; /healthz, /metrics (Prometheus)."""
+    from .errors import ConfigError, DataError
+    from .serve import ServeConfig
+    from .serve import serve as run_server
+    from .serve.app import is_language_model
+
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise DataError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
+        if not token or any(c.isspace() for c in token):
+            raise ConfigError(f"--token-file {token_file} must hold one token, without spaces")
+    engine = None
+    if is_language_model(target):
+        _need_lm_engine("serve")
+        engine = _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup, no_cache)
+    config = ServeConfig(host=host, port=port, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                         max_queue=max_queue, max_body_bytes=max_body_bytes, token=token,
+                         drain_timeout_s=drain_timeout_s, threads=threads, context=context, engine=engine)
+    if host not in ("127.0.0.1", "localhost", "::1") and token is None:
+        typer.echo(f"warning: listening on {host} without --token-file: anyone who reaches it can use it", err=True)
+
+    def listening(url: str) -> None:
+        typer.echo(f"serving {target} at {url} (ready when {url}/healthz answers 200; Ctrl-C or SIGTERM stops)",
+                   err=True)
+
+    run_server(target, config, on_listen=listening)
+
+
 @app.command("bench-lm")
 def bench_lm(
     model: str = typer.Argument(..., help=_MODEL_HELP),

@@ -96,6 +96,20 @@ class DeployedModel:
             return self._classes[np.asarray(out, dtype=np.int64)]
         return np.asarray(out, dtype=np.float64)
 
+    def predict_with_proba(self, X) -> tuple[np.ndarray, np.ndarray | None]:
+        """``predict`` and, for a classifier that gives them, ``predict_proba`` (else None), from one runtime
+        call where the runtime allows it (a server answers both per request)."""
+        frame = self._frame(X)
+        if isinstance(self._predictor, OnnxPredictor):
+            labels, proba = self._predictor.predict_with_proba(frame)
+        else:
+            labels = self._predictor.predict(frame)
+            proba = (self._predictor.predict_proba(frame) if self.schema.task == "classification"
+                     and hasattr(self._predictor, "predict_proba") else None)
+        if self._classes is not None:
+            return self._classes[np.asarray(labels, dtype=np.int64)], proba
+        return np.asarray(labels, dtype=np.float64), proba
+
     def predict_proba(self, X) -> np.ndarray:
         if self.schema.task != "classification":
             raise ModelError("predict_proba is only for classifiers")

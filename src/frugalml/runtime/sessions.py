@@ -217,6 +217,13 @@ class OnnxPredictor:
         out = self.session.run([self.label_output], self.feeds(frame))[0]
         return np.asarray(out).reshape(-1) if self.schema.task == "classification" else np.asarray(out, dtype=np.float64).reshape(-1)
 
+    def predict_with_proba(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels and probabilities (None without a probability output) from one session run."""
+        if self.proba_output is None:
+            return self.predict(frame), None
+        labels, proba = self.session.run([self.label_output, self.proba_output], self.feeds(frame))
+        return np.asarray(labels).reshape(-1), np.asarray(proba, dtype=np.float64)
+
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self.proba_output is None:
             raise ModelError("this model has no probability output")

@@ -1,0 +1,11 @@
+"""``frugal serve``: a model frugalml made or runs, behind an HTTP API (FastAPI on uvicorn).
+
+``app`` builds the application, ``predict`` and ``batcher`` serve predictors with dynamic batching, ``lm`` the
+OpenAI-shaped routes of a language model, ``http`` the front door (token, body limit, counts), ``metrics`` the
+Prometheus series, ``server`` runs it (foreground with a graceful drain, or in a thread).
+"""
+
+from .app import ServeConfig, create_app
+from .server import running, serve
+
+__all__ = ["ServeConfig", "create_app", "running", "serve"]

@@ -7,7 +7,7 @@ The public API. Heavy libraries (scikit-learn, ONNX Runtime, torch) load only wh
 from .version import __version__
 
 __all__ = ["__version__", "select", "compress", "load", "load_task", "register_candidate", "candidates_from_estimator",
-           "FrugalError"]
+           "serve", "bench", "FrugalError"]
 
 from .errors import FrugalError
 
@@ -37,4 +37,8 @@ def __getattr__(name):
         from .candidates import from_estimator
 
         return from_estimator
+    if name in ("serve", "bench"):  # the server (foreground) and the load tool
+        from . import serve as room
+
+        return room.serve if name == "serve" else room.bench
     raise AttributeError(f"module 'frugalml' has no attribute {name!r}")

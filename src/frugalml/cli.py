@@ -338,6 +338,92 @@ def serve(
     run_server(target, config, on_listen=listening)
 
 
+@app.command()
+def bench(
+    target: Optional[str] = typer.Argument(None, help="A run directory or model/ folder, or a language model "
+                                           "(builtin:smollm2, a .gguf, a Hugging Face folder), served on 127.0.0.1 "
+                                           "for the run. Omit it with --url (or give it too: its schema and data "
+                                           "are used, its run directory gets bench.json)."),
+    url: Optional[str] = typer.Option(None, help="Measure the server already running there: frugal serve, or any "
+                                      "OpenAI-compatible one (vLLM, llama-server, TGI)."),
+    scenario: Optional[str] = typer.Option(None, help="single-stream (one request at a time), offline (all at once, "
+                                           "--concurrency in flight) or server (Poisson arrivals at --qps). Default: "
+                                           "server with --qps or --sweep, else single-stream."),
+    qps: Optional[float] = typer.Option(None, help="Server scenario: arrivals per second (with --sweep: the rate "
+                                        "the search starts from, which must pass)."),
+    sweep: bool = typer.Option(False, "--sweep", help="Server scenario: find the highest rate that stays VALID "
+                               "(doubling, then bisecting); needs an --slo-*."),
+    duration_s: float = typer.Option(10.0, help="Seconds of load per run (then the requests in flight finish)."),
+    num_requests: Optional[int] = typer.Option(None, help="At most this many requests per run."),
+    concurrency: Optional[int] = typer.Option(None, help="Requests in flight at most (offline default 32; server: "
+                                              "none, an open loop; beyond it requests wait: client queue time)."),
+    slo_p99_ms: Optional[float] = typer.Option(None, help="Objective: p99 end-to-end latency in ms."),
+    slo_ttft_ms: Optional[float] = typer.Option(None, help="Language models: objective on p99 time to first token."),
+    slo_tpot_ms: Optional[float] = typer.Option(None, help="Language models: objective on p99 time per output token."),
+    data: Optional[str] = typer.Option(None, help="Predictors: rows to send (CSV, Parquet, builtin:NAME; default: "
+                                       "the data the run used). Language models: a JSONL of {\"prompt\": ...} "
+                                       "(default: the engine's built-in prompts)."),
+    rows: int = typer.Option(1, help="Predictors: rows per request."),
+    max_tokens: int = typer.Option(64, help="Language models: max_tokens of every request (temperature 0)."),
+    completions: bool = typer.Option(False, "--completions", help="Language models: /v1/completions with the raw "
+                                     "prompt instead of /v1/chat/completions."),
+    seed: int = typer.Option(0, help="Seed of the arrivals and of the rows or prompts sent."),
+    timeout_s: float = typer.Option(120.0, help="A request unanswered after this many seconds fails."),
+    min_duration_s: float = typer.Option(10.0, help="Server scenario: a shorter run is INVALID (LoadGen's rule)."),
+    min_queries: int = typer.Option(100, help="Server scenario: fewer completed requests is INVALID."),
+    token_file: Optional[Path] = typer.Option(None, help="File holding the bearer token of the --url server."),
+    max_batch_size: Optional[int] = typer.Option(None, help="The server started here: as frugal serve's option."),
+    max_wait_ms: float = typer.Option(2.0, help="The server started here: as frugal serve's option."),
+    max_queue: int = typer.Option(256, help="The server started here: as frugal serve's option."),
+    threads: Optional[int] = typer.Option(None, help="The server started here: ONNX Runtime threads."),
+    context: int = typer.Option(2048, help="The server started here: language models' tokens per sequence."),
+    out: Optional[Path] = typer.Option(None, help="Write bench.json into this folder (or to this .json file); "
+                                       "default: into TARGET's run directory, if it is one."),
+    json_out: bool = typer.Option(False, "--json", help="Print the JSON instead of the table."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+):
+    """Load a server the way MLPerf LoadGen and vllm bench serve do: latency percentiles, throughput, TTFT/TPOT
+    and goodput, with the Server scenario's VALID/INVALID verdict; results to stdout and bench.json."""
+    from .errors import ConfigError, DataError
+    from .serve import ServeConfig
+    from .serve.app import is_language_model
+    from .serve.loadgen import BenchConfig, bench as run_bench
+
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise DataError(f"cannot read --token-file {token_file}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError(f"--token-file {token_file} is empty")
+    if scenario is None:
+        scenario = "server" if qps is not None or sweep else "single-stream"
+    config = BenchConfig(scenario=scenario, qps=qps, sweep=sweep, duration_s=duration_s, num_requests=num_requests,
+                         concurrency=concurrency, slo_p99_ms=slo_p99_ms, slo_ttft_ms=slo_ttft_ms,
+                         slo_tpot_ms=slo_tpot_ms, rows_per_request=rows, max_tokens=max_tokens,
+                         api="completions" if completions else "chat", seed=seed, timeout_s=timeout_s,
+                         min_duration_s=min_duration_s, min_queries=min_queries, token=token)
+    config.check()
+    serve_config = None
+    if url is None and target is not None:
+        if is_language_model(target):
+            _need_lm_engine("bench")
+        serve_config = ServeConfig(port=0, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                                   max_queue=max_queue, threads=threads, context=context)
+    result = run_bench(target, url=url, config=config, data=data, serve_config=serve_config, out=out)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        from rich.console import Console
+
+        from .serve.bench_table import print_bench
+
+        print_bench(result, Console())
+
+
 @app.command("bench-lm")
 def bench_lm(
     model: str = typer.Argument(..., help=_MODEL_HELP),

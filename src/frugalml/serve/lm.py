@@ -79,7 +79,7 @@ class ChatRequest(_Sampling):
 
 # ---- the engine's worker ----
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the service keeps a set of them
 class Job:
     prompt: list[int]
     max_tokens: int

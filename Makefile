@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalml-installed
 
-.PHONY: install demo test test-fast bench bench-lm clean
+.PHONY: install demo test test-fast bench bench-lm bench-serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,6 +44,23 @@ bench-lm: install
 	CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(BIN)/python -m pip install -q --no-deps llama-cpp-python==0.3.36 || \
 		echo "llama-cpp-python did not build: the benchmark runs without llama.cpp"
 	$(BIN)/python benchmarks/bench_lm.py
+
+# The serving benchmark's peer, llama.cpp's llama-server, is built from the sources vendored in the
+# llama-cpp-python source package (a registry download, no git): cmake, server target only, no AMX (see above).
+LLAMA_SERVER := $(VENV)/llama.cpp/build/bin/llama-server
+
+$(LLAMA_SERVER):
+	rm -rf $(VENV)/llama.cpp $(VENV)/sdist && mkdir -p $(VENV)/sdist
+	$(BIN)/python -m pip download -q --no-binary :all: --no-deps llama-cpp-python==0.3.36 -d $(VENV)/sdist
+	tar -xzf $(VENV)/sdist/llama_cpp_python-0.3.36.tar.gz -C $(VENV)/sdist
+	mv $(VENV)/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp $(VENV)/llama.cpp
+	cmake -S $(VENV)/llama.cpp -B $(VENV)/llama.cpp/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_SERVER=ON \
+		-DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF $(LLAMA_CPP_CMAKE)
+	cmake --build $(VENV)/llama.cpp/build --config Release -j 2 -t llama-server
+
+bench-serve: install
+	$(MAKE) $(LLAMA_SERVER) || echo "llama-server did not build: the benchmark runs without it"
+	$(BIN)/python benchmarks/bench_serve.py $$(test -x $(LLAMA_SERVER) && echo --llama-server $(LLAMA_SERVER))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

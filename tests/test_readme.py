@@ -62,6 +62,8 @@ def out_dir(args: list[str]) -> str | None:
 
 COMMANDS = frugal_commands(README)
 PRODUCERS = {out_dir(a): a for a in COMMANDS if out_dir(a)}  # run directory -> the command that writes it
+SERVERS = {f"http://127.0.0.1:{a[a.index('--port') + 1] if '--port' in a else '8000'}": a
+           for a in COMMANDS if a[0] == "serve"}  # URL -> the README line that serves it
 
 
 def test_readme_has_commands_and_its_make_lines_are_makefile_targets():
@@ -81,9 +83,16 @@ class Workdir:
     def __init__(self, path: Path):
         self.path = path
         self.done: dict[str, subprocess.CompletedProcess] = {}
+        self.servers: list[subprocess.Popen] = []  # `frugal serve ... &`: left running for the bench lines
 
     def run(self, args: list[str]) -> subprocess.CompletedProcess:
         key = command_id(args)
+        if key not in self.done and args[-1] == "&":
+            self.done[key] = self.start_server(args[:-1])
+        if "--url" in args:  # a bench line measures a server a README line starts
+            url = args[args.index("--url") + 1]
+            assert url in SERVERS, f"{command_id(args)}: no README line serves {url}"
+            assert self.run(SERVERS[url]).returncode == 0, f"{command_id(SERVERS[url])} failed"
         if key not in self.done:
             for i, arg in enumerate(args):  # a run directory read here is written by an earlier command
                 if arg in PRODUCERS and args[i - 1] != "--out":
@@ -94,9 +103,37 @@ class Workdir:
         return self.done[key]
 
 
+    def start_server(self, args: list[str]) -> subprocess.CompletedProcess:
+        """A README server line: started in the background, 0 once its /healthz answers 200."""
+        from frugalml.serve.server import wait_ready
+
+        for i, arg in enumerate(args):
+            if arg in PRODUCERS:
+                assert self.run(PRODUCERS[arg]).returncode == 0, f"{command_id(PRODUCERS[arg])} failed"
+        port = args[args.index("--port") + 1] if "--port" in args else "8000"
+        proc = subprocess.Popen([str(FRUGAL), *args], cwd=self.path, stderr=subprocess.PIPE, text=True)
+        self.servers.append(proc)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", 300, alive=lambda: proc.poll() is None)
+        except Exception as exc:
+            return subprocess.CompletedProcess(args, 1, "", str(exc))
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    def stop_servers(self) -> list[int]:
+        import signal
+
+        codes = []
+        for proc in self.servers:
+            proc.send_signal(signal.SIGTERM)
+            codes.append(proc.wait(timeout=60))
+        return codes
+
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    return Workdir(tmp_path_factory.mktemp("readme"))
+    w = Workdir(tmp_path_factory.mktemp("readme"))
+    yield w
+    assert w.stop_servers() == [0] * len(w.servers)  # SIGTERM drains and exits 0
 
 
 def _assert_run_dir(run: Path, command: str, validate_decision) -> dict:
@@ -137,6 +174,10 @@ def test_readme_command_runs_as_written(args, workdir, validate_decision):
             assert prompt.split(":", 1)[1].strip().rstrip(".") in answer, res.stdout
         if "capital of france" in prompt:
             assert "paris" in answer, res.stdout
+    elif verb == "bench":
+        assert "VALID" in res.stdout or "tokens/s" in res.stdout or "requests/s" in res.stdout, res.stdout[-2000:]
+        if args[1] in PRODUCERS:  # a run directory: the results land in it
+            assert (workdir.path / args[1] / "bench.json").exists()
     elif verb == "bench-lm":
         assert "tokens/s" in res.stdout, res.stdout[-2000:]
     elif verb == "list":

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import frugalml
 from frugalml.serve import BenchConfig
-from frugalml.serve.server import wait_ready
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE.parent / "runs"

@@ -190,14 +190,16 @@ class Llama(nn.Module):
         self.max_len = max_len
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor, first_row: int = 0,
-                kv_len: int | None = None, last: bool = False) -> torch.Tensor:
+                kv_len: int | None = None, last: bool | torch.Tensor = False) -> torch.Tensor:
         """tokens (B, T) at positions pos -> logits (B, T, V); the cache must hold the positions.
 
         pos is (T,) when every row is at the same positions, or (B, T) when each row has its own (a batch of
         requests of different lengths). The batch uses cache rows first_row .. first_row + B - 1. Attention
         reads cache slots below kv_len (default: the whole cache); it must exceed every position in pos.
         last=True: logits of the last position only, (B, 1, V); a prefill needs no more, and the output
-        layer (a fifth of SmolLM2's weights) then runs on one row instead of T.
+        layer (a fifth of SmolLM2's weights) then runs on one row instead of T. last as a (B,) tensor of
+        indices: each row's logits at its own position last[i], (B, 1, V) (right-padded rows of a batched
+        prefill end at different positions).
         """
         x = self.embed_tokens(tokens)  # (B, T, C)
         kv_len = kv_len or self.max_len
@@ -207,7 +209,9 @@ class Llama(nn.Module):
         rows = slice(first_row, first_row + tokens.shape[0])
         for layer in self.layers:
             x = layer(x, cos, sin, mask, pos, rows, kv_len)
-        if last:
+        if isinstance(last, torch.Tensor):
+            x = x[torch.arange(x.shape[0], device=x.device), last][:, None]
+        elif last:
             x = x[:, -1:]
         return self.lm_head(self.norm(x))
 

@@ -108,6 +108,7 @@ class LMService:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.max_running = config.max_batch_size or 16
+        self._seen_hits = 0
         self.context = config.context
 
     # -- life cycle --
@@ -120,6 +121,9 @@ class LMService:
         self.eos = getattr(self.engine.tokenizer, "eos_token_id", None)
         if not self.engine.config.speculative:
             self.batch = BatchEngine(self.engine.model, max_batch=self.max_running, max_len=self.context)
+            prefix = chat_prefix(self.engine.tokenizer)
+            if prefix:  # every chat request starts with it: its K/V are computed once
+                self.batch.cache_prefix(prefix)
 
     async def start(self) -> None:
         from ..runtime.lm.generate import SamplingConfig
@@ -212,6 +216,8 @@ class LMService:
                 self._finish(self._by_request.pop(id(r)), r.finish_reason, r.token_s)
         self.metrics.running.set(len(self.batch.running))
         self.metrics.waiting.set(self.waiting)
+        self.metrics.prefix_hits.inc(self.batch.prefix_hits - self._seen_hits)
+        self._seen_hits = self.batch.prefix_hits
 
     def _one_at_a_time(self) -> None:
         """Speculative decoding: one request at a time, in arrival order."""
@@ -427,6 +433,17 @@ def add_routes(app, service: LMService, state) -> None:
     async def models():
         return {"object": "list", "data": [{"id": service.name, "object": "model", "created": int(state.started_s),
                                             "owned_by": "frugalml", "max_model_len": service.context}]}
+
+
+def chat_prefix(tokenizer, shortest: int = 8) -> list[int]:
+    """The tokens every one-message chat starts with (the template's system part and the user turn's opening),
+    or [] when the model has no chat template or they are too few to be worth caching. The last common token is
+    left out: a message's first word may merge with it."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    a, b = (chat_ids(tokenizer, [{"role": "user", "content": word}]) for word in ("Hello", "Why"))
+    n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return a[:n - 1] if n - 1 >= shortest else []
 
 
 def chat_ids(tokenizer, messages: list[dict]) -> list[int]:

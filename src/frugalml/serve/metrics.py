@@ -51,6 +51,8 @@ class Metrics:
         self.generation_tokens = pc.Counter("frugal_generation_tokens", "Tokens generated.", registry=r)
         self.finished = pc.Counter("frugal_request_success", "Generations finished, by reason.", ["finished_reason"],
                                    registry=r)
+        self.prefix_hits = pc.Counter("frugal_prefix_cache_hits", "Requests whose prompt started from a cached "
+                                      "prefix's K/V (the chat template's system part).", registry=r)
         self.running = pc.Gauge("frugal_requests_running", "Sequences in the running batch.", registry=r)
         self.waiting = pc.Gauge("frugal_requests_waiting", "Sequences waiting for a batch slot.", registry=r)
 

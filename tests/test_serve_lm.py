@@ -188,6 +188,17 @@ def test_a_client_that_leaves_frees_its_row(server):
     assert r.status_code == 200
 
 
+def test_a_client_that_gives_up_on_a_plain_request_frees_its_row_too(server):
+    _, cancelled = running_and_cancelled(server)
+    with pytest.raises(httpx.ReadTimeout):  # the client leaves before the answer is complete
+        httpx.post(f"{server}/v1/completions", json={"prompt": "w5 w6", "max_tokens": 240, "temperature": 0,
+                                                     "stop": "never appears"}, timeout=0.1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and running_and_cancelled(server) != (0, cancelled + 1):
+        time.sleep(0.05)
+    assert running_and_cancelled(server) == (0, cancelled + 1)
+
+
 def test_a_full_queue_answers_429_with_retry_after(folder):
     with running(folder, ServeConfig(port=0, context=256, max_batch_size=1, max_queue=1)) as url:
         async def go():

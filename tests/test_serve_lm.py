@@ -284,3 +284,17 @@ def test_smollm2_greedy_answers_equal_frugal_generate_alone_or_among_others(caps
             model="smollm2", max_tokens=8, temperature=0,
             messages=[{"role": "system", "content": "Answer in French."}, {"role": "user", "content": prompts[0]}])
         assert system.choices[0].message.content and system.usage.prompt_tokens > 10
+
+
+def test_speculative_engines_serve_one_request_at_a_time_with_the_same_greedy_answers(folder, engine):
+    want = [alone(engine, p, 16) for p in PROMPTS[:3]]
+    config = ServeConfig(port=0, context=256, engine=EngineConfig(prompt_lookup=2, cache=False))
+    with running(folder, config) as url:
+        async def go():
+            async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+                return await asyncio.gather(*(c.post("/v1/completions", json={"prompt": p, "max_tokens": 16,
+                                                                              "temperature": 0}) for p in PROMPTS[:3]))
+
+        assert [r.json()["choices"][0]["text"] for r in asyncio.run(go())] == want
+        events = stream(url, "/v1/completions", {"prompt": PROMPTS[0], "max_tokens": 16, "temperature": 0})
+        assert "".join(e["choices"][0]["text"] for e in events[:-1]) == want[0]

@@ -109,6 +109,7 @@ class LMService:
         self._stop = threading.Event()
         self.max_running = config.max_batch_size or 16
         self._seen_hits = 0
+        self._request_s = 1.0  # moving average of a request's time, arrival to last token (for Retry-After)
         self.context = config.context
 
     # -- life cycle --
@@ -156,8 +157,8 @@ class LMService:
         return self.inbox.qsize() + (len(self.batch.waiting) if self.batch is not None else 0)
 
     def submit(self, prompt: list[int], max_tokens: int, sampling) -> Job:
-        if self.waiting >= self.config.max_queue:
-            raise Busy(max(1.0, 0.05 * self.waiting))
+        if self.waiting >= self.config.max_queue:  # the queue drains a batch of requests per request time
+            raise Busy(max(1.0, self.waiting / self.max_running * self._request_s))
         job = Job(prompt, max_tokens, sampling, asyncio.Queue())
         self.jobs.add(job)
         self.metrics.prompt_tokens.inc(len(prompt))
@@ -177,6 +178,8 @@ class LMService:
 
     def _finish(self, job: Job, reason: str, token_s: list[float]) -> None:
         self.jobs.discard(job)
+        if token_s and reason != "cancelled":
+            self._request_s = 0.9 * self._request_s + 0.1 * (token_s[-1] - job.arrived_s)
         self.metrics.observe_generation(job.arrived_s, token_s)
         self.metrics.generation_tokens.inc(len(token_s))
         self.metrics.finished.labels(reason).inc()

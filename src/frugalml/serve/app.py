@@ -152,6 +152,8 @@ def create_app(target: str, config: ServeConfig = ServeConfig()):
             return JSONResponse({"status": "failed", "error": state.load_error}, status_code=503)
         if state.draining:
             return JSONResponse({"status": "draining"}, status_code=503)
+        if state.ready and not getattr(service, "alive", True):
+            return JSONResponse({"status": "failed", "error": "the engine's worker stopped"}, status_code=503)
         if not state.ready:
             return JSONResponse({"status": "loading"}, status_code=503)
         return {"status": "ok", "model": target, "uptime_s": round(time.time() - state.started_s, 1)}

@@ -29,23 +29,23 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import FrugalError
-from .http import APIError, check_ready, retry_after
+from .http import APIError, check_ready, error_body, retry_after
 
 
 # ---- the OpenAI request bodies (what is not listed is refused: 422 names the field) ----
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     include_usage: bool = False
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "2" is not a number, "true" not a boolean
     model: Optional[str] = None
     max_tokens: Optional[int] = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=-2**63, le=2**64 - 1)  # what torch's generator takes
     stop: Union[str, list[str], None] = None
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
@@ -60,13 +60,13 @@ class CompletionRequest(_Sampling):
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[TextPart]]
     name: Optional[str] = None
@@ -114,17 +114,21 @@ class LMService:
 
     # -- life cycle --
     def load(self) -> None:
-        from ..runtime.lm.batching import BatchEngine
         from ..runtime.lm.engine import Engine, EngineConfig
 
         self.engine = Engine.load(self.target, self.config.engine or EngineConfig())
         self.context = min(self.config.context, self.engine.model.spec.max_positions)
         self.eos = getattr(self.engine.tokenizer, "eos_token_id", None)
         if not self.engine.config.speculative:
-            self.batch = BatchEngine(self.engine.model, max_batch=self.max_running, max_len=self.context)
-            prefix = chat_prefix(self.engine.tokenizer)
-            if prefix:  # every chat request starts with it: its K/V are computed once
-                self.batch.cache_prefix(prefix)
+            self._new_batch()
+
+    def _new_batch(self) -> None:
+        from ..runtime.lm.batching import BatchEngine
+
+        self.batch = BatchEngine(self.engine.model, max_batch=self.max_running, max_len=self.context)
+        prefix = chat_prefix(self.engine.tokenizer)
+        if prefix:  # every chat request starts with it: its K/V are computed once
+            self.batch.cache_prefix(prefix)
 
     async def start(self) -> None:
         from ..runtime.lm.generate import SamplingConfig
@@ -190,10 +194,21 @@ class LMService:
 
         with torch.inference_mode():
             while not self._stop.is_set():
-                if self.batch is None:
-                    self._one_at_a_time()
-                else:
-                    self._step_batch()
+                try:
+                    if self.batch is None:
+                        self._one_at_a_time()
+                    else:
+                        self._step_batch()
+                except Exception:  # a bug of ours: fail the requests in flight, serve the next ones afresh
+                    for job in list(self._by_request.values()):
+                        self._finish(job, "error", [])
+                    self._by_request.clear()
+                    if self.batch is not None:
+                        self._new_batch()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def _step_batch(self) -> None:
         from ..runtime.lm.batching import Request
@@ -240,17 +255,26 @@ class LMService:
 
         self.metrics.running.set(1)
         self.metrics.waiting.set(self.inbox.qsize())
+        self._by_request[id(job)] = job
         try:
             out, _ = self.engine.generate(job.prompt, job.max_tokens, job.sampling, on_token=on_token)
             reason = "stop" if out.tokens and out.tokens[-1] == self.eos else "length"
         except _Cancelled:
             reason = "cancelled"
+        del self._by_request[id(job)]
         self.metrics.running.set(0)
         self._finish(job, reason, times)
 
 
 class _Cancelled(Exception):
     pass
+
+
+class EngineFailure(Exception):
+    """The engine failed while this request was in flight (a bug): 500, or an error event mid-stream."""
+
+
+_FAILED = "the engine failed on this request; it serves the next ones"
 
 
 def model_name(target: str) -> str:
@@ -332,6 +356,8 @@ def add_routes(app, service: LMService, state) -> None:
         """-> async iterator of (delta, finish_reason or None)."""
         while True:
             item = await job.tokens.get()
+            if item == "error":
+                raise EngineFailure
             if isinstance(item, str):  # the end: its reason
                 reason = "length" if item == "cancelled" and job.cut else item
                 yield text.finish(), ("stop" if text.stopped else reason)
@@ -364,13 +390,18 @@ def add_routes(app, service: LMService, state) -> None:
             async def events():
                 first, sent = True, False
                 try:
-                    async for delta, reason in generate(job, text):
-                        if delta or first or reason:
-                            chunk = {**head, "choices": [choice(delta, reason, first and chat)]}
-                            if include_usage:
-                                chunk["usage"] = None
-                            yield f"data: {json.dumps(chunk)}\n\n"
-                            first = False
+                    try:
+                        async for delta, reason in generate(job, text):
+                            if delta or first or reason:
+                                chunk = {**head, "choices": [choice(delta, reason, first and chat)]}
+                                if include_usage:
+                                    chunk["usage"] = None
+                                yield f"data: {json.dumps(chunk)}\n\n"
+                                first = False
+                    except EngineFailure:  # the stock client raises APIError on an event with "error"
+                        sent = True
+                        yield f"data: {error_body(500, _FAILED, 'server_error').decode()}\n\n"
+                        return
                     sent = True
                     if include_usage:
                         yield f"data: {json.dumps({**head, 'choices': [], 'usage': usage(job, len(text.ids))})}\n\n"
@@ -388,7 +419,10 @@ def add_routes(app, service: LMService, state) -> None:
                 out.append(delta)
             return "".join(out), reason
 
-        done, left = await _until_disconnect(request, collect())
+        try:
+            done, left = await _until_disconnect(request, collect())
+        except EngineFailure:
+            raise APIError(500, _FAILED, kind="server_error")
         if done is None:
             service.cancel(job)
             return JSONResponse({}, status_code=499)  # nobody reads it

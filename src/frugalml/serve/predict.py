@@ -3,12 +3,13 @@ gathered with other requests' rows by the dynamic batcher, answered in request o
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 import numpy as np
 import pandas as pd
 
 from ..data import Schema
+from ..errors import DataError
 from ..runtime.model_dir import DeployedModel
 from .batcher import DynamicBatcher
 
@@ -19,7 +20,8 @@ def request_model(schema: Schema):
     error, not a silently missing one). The target column may ride along and is ignored."""
     from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
 
-    number = Optional[Union[StrictInt, StrictFloat]]
+    # a finite float32: ONNX Runtime reads numbers as float32, where larger ones would become inf
+    number = Optional[Annotated[float, Field(strict=True, ge=-F32_MAX, le=F32_MAX, allow_inf_nan=False)]]
     category = Optional[Union[StrictStr, StrictInt, StrictFloat, StrictBool]]
     kinds = [(c, number) for c in schema.numeric] + [(c, category) for c in schema.categorical] + \
         [(c, Optional[StrictStr]) for c in schema.text]
@@ -33,6 +35,9 @@ def request_model(schema: Schema):
         rows: list[row] = Field(..., min_length=1, description="Feature values by column name, one object per row.")
 
     return PredictRequest
+
+
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _plain(values) -> list:
@@ -50,6 +55,13 @@ def predictor(model: DeployedModel):
         for c in model.schema.numeric:  # null -> NaN, ints and floats -> float64
             frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
         labels, proba = model.predict_with_proba(frame)
+        if proba is not None:
+            finite = np.isfinite(proba).all()
+        else:
+            finite = model.schema.task != "regression" or np.isfinite(np.asarray(labels, dtype=float)).all()
+        if not finite:  # JSON has no NaN; the batcher then runs each request alone, so only this one gets a 422
+            raise DataError("the model gives no finite answer for these rows: their numbers are far outside what it "
+                            "was trained on")
         labels = _plain(labels)
         if proba is None:
             return [{"prediction": p} for p in labels]

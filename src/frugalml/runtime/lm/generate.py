@@ -15,17 +15,26 @@ import torch
 from ...errors import ConfigError, DataError
 
 
+GREEDY_BELOW = 1e-4  # temperatures under this are greedy: their limit, and logits / T would overflow float32
+
+
 @dataclass(frozen=True)
 class SamplingConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
 
+    def __post_init__(self):
+        if 0 < self.temperature < GREEDY_BELOW:
+            object.__setattr__(self, "temperature", 0.0)
+
     def check(self) -> None:
         if not self.temperature >= 0:
             raise ConfigError(f"--temperature must be 0 (greedy) or positive, not {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if self.seed is not None and not -2**63 <= self.seed < 2**64:
+            raise ConfigError(f"--seed must be in [-2**63, 2**64), not {self.seed}")
 
 
 @dataclass
@@ -57,6 +66,7 @@ def probabilities(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
     if cfg.top_p < 1:
         sorted_p, order = torch.sort(probs, dim=-1, descending=True)
         keep = torch.cumsum(sorted_p, dim=-1) - sorted_p < cfg.top_p  # the smallest set reaching top_p
+        keep[..., 0] = True  # the most likely token always stays (a top_p that rounds to 0 in float32)
         sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
         probs = probs / probs.sum(-1, keepdim=True)

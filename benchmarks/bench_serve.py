@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 RUNS = HERE.parent / "runs"
 MODELS = {  # name -> (data, candidate, p99 objective in ms)
     "tabular": ("builtin:fair", "random_forest", 25.0),
-    "text": ("builtin:debates", "minilm_linear", 100.0),
+    "text": ("builtin:debates", "minilm_linear", 130.0),  # MLPerf's BERT server objective
 }
 
 
@@ -98,13 +98,15 @@ def frugal(*args: str) -> list[str]:
 def sweep(url: str, run: Path, slo_ms: float, duration_s: float) -> dict:
     # the sweep starts low (the start must pass, as in LoadGen) and doubles; the query minimum is half of what
     # the start rate schedules, so only a server that falls behind fails it
-    cfg = BenchConfig(scenario="server", sweep=True, qps=4, slo_p99_ms=slo_ms, duration_s=duration_s,
-                      min_duration_s=duration_s, min_queries=int(2 * duration_s), timeout_s=30)
+    cfg = BenchConfig(scenario="server", sweep=True, qps=2, slo_p99_ms=slo_ms, duration_s=duration_s,
+                      min_duration_s=duration_s, min_queries=int(duration_s), timeout_s=30, sweep_max_runs=16)
     out = frugalml.bench(str(run), url=url, config=cfg, out=Path("/tmp") / f"bench-{os.getpid()}.json")
     peak = out["sweep"]["peak_qps"]
     at = out["result"] or {}
+    steps = [(st["qps"], st["passed"], round(st["result"].get("p99_e2el_ms") or float("nan"), 1))
+             for st in out["sweep"]["steps"]]
     return {"peak_qps": peak, "goodput": out["sweep"]["goodput"], "p99_ms": at.get("p99_e2el_ms"),
-            "median_ms": at.get("median_e2el_ms"), "runs": len(out["sweep"]["steps"])}
+            "median_ms": at.get("median_e2el_ms"), "steps (qps, valid, p99 ms)": steps}
 
 
 def overload(url: str, run: Path, qps: float, duration_s: float) -> dict:

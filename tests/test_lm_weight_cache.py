@@ -137,3 +137,16 @@ def test_generate_cli_reads_the_cache_and_takes_no_cache(folder, cache_in_tmp, c
     assert main(args) == 0
     no_quantizing(monkeypatch)
     assert main(args) == 0 and capsys.readouterr().out == out + out
+
+
+@pytest.mark.parametrize("kind", ["int8", "int4"])
+def test_weights_read_from_the_cache_are_aligned_and_run_at_every_batch_size(kind, folder, cache_in_tmp):
+    """The packed int8 kernel reads with aligned loads: a weight at a file offset crashed it at 4 rows."""
+    tokens(folder, quantize=kind)  # made and kept
+    model = Engine.load(str(folder), EngineConfig(quantize=kind)).model  # read back
+    buffers = [b for m in model.modules() if type(m).__module__.startswith("frugalml.runtime.lm.formats")
+               for b in m.buffers()]
+    assert buffers and all(b.data_ptr() % 64 == 0 for b in buffers)
+    with torch.inference_mode():
+        for rows in range(1, 9):
+            assert model.lm_head(torch.randn(rows, 1, model.spec.hidden_size)).shape[0] == rows

@@ -282,3 +282,12 @@ def test_bad_targets_and_options_are_one_line_errors(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "empty"), "--token-file", str(tmp_path / "token")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and all(line.startswith("error:") for line in err.strip().splitlines())
+
+
+def test_predict_with_proba_equals_predict_and_predict_proba_on_both_runtimes(run_dir):
+    df = linear_data(n=30, seed=9)
+    for native in (False, True):
+        model = frugalml.load(run_dir, native=native)
+        labels, proba = model.predict_with_proba(df)
+        assert labels.tolist() == model.predict(df).tolist()
+        np.testing.assert_allclose(proba, model.predict_proba(df), rtol=1e-12)

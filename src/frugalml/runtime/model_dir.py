@@ -103,9 +103,12 @@ class DeployedModel:
         if isinstance(self._predictor, OnnxPredictor):
             labels, proba = self._predictor.predict_with_proba(frame)
         else:
-            labels = self._predictor.predict(frame)
-            proba = (self._predictor.predict_proba(frame) if self.schema.task == "classification"
-                     and hasattr(self._predictor, "predict_proba") else None)
+            model = self._predictor
+            if hasattr(model, "steps") and len(model.steps) > 1:  # a pipeline: transform once, not per answer
+                frame, model = model[:-1].transform(frame), model[-1]
+            labels = model.predict(frame)
+            proba = (model.predict_proba(frame) if self.schema.task == "classification"
+                     and hasattr(model, "predict_proba") else None)
         if self._classes is not None:
             return self._classes[np.asarray(labels, dtype=np.int64)], proba
         return np.asarray(labels, dtype=np.float64), proba

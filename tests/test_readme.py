@@ -219,3 +219,22 @@ def test_readme_python_snippet_runs(code, workdir, monkeypatch):
     proba = model.predict_proba(df)
     assert proba.shape == (len(df), len(model.classes_))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+
+
+CURLS = [shlex.split(ln) for ln in shell_lines(README) if ln.startswith("curl ")]
+
+
+@pytest.mark.slow  # it serves runs/fair, which the README's first select writes
+@pytest.mark.parametrize("args", CURLS, ids=[f"curl{i}" for i in range(len(CURLS))])
+def test_readme_curl_lines_answer_as_shown(args, workdir):
+    """A README `curl` line, sent with httpx to the server a README line starts: 200 and the keys it shows."""
+    import httpx
+
+    url = next(a for a in args[1:] if not a.startswith("-") and "localhost" in a)
+    base = "http://127.0.0.1:" + url.split("localhost:", 1)[1].split("/", 1)[0]
+    assert base in SERVERS, f"no README line serves {base}"
+    assert workdir.run(SERVERS[base]).returncode == 0
+    body = json.loads(args[args.index("-d") + 1])
+    r = httpx.post(base + "/" + url.split("/", 1)[1], json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert {"predictions", "probabilities", "classes"} <= set(r.json())

@@ -291,3 +291,11 @@ def test_predict_with_proba_equals_predict_and_predict_proba_on_both_runtimes(ru
         labels, proba = model.predict_with_proba(df)
         assert labels.tolist() == model.predict(df).tolist()
         np.testing.assert_allclose(proba, model.predict_proba(df), rtol=1e-12)
+
+
+def test_the_openapi_document_declares_the_error_envelope(server):
+    doc = httpx.get(f"{server}/openapi.json").json()
+    responses = doc["paths"]["/v1/predict"]["post"]["responses"]
+    assert {"413", "422", "429"} <= set(responses)
+    ref = responses["422"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert set(doc["components"]["schemas"][ref]["properties"]) == {"error"}

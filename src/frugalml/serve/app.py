@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, FrugalError, ModelError, need
 from ..runtime.model_dir import META
-from .http import APIError, FrontDoor, check_ready, error_body, retry_after
+from .http import APIError, FrontDoor, check_ready, error_body, error_responses, retry_after
 from .metrics import Metrics
 
 
@@ -123,7 +123,8 @@ def create_app(target: str, config: ServeConfig = ServeConfig()):
         service = PredictorService(folder, schema, config, state.metrics)
         Body = service.body
 
-        @app.post("/v1/predict", summary="Predict rows (dynamic batching).")
+        @app.post("/v1/predict", summary="Predict rows (dynamic batching).",
+                  responses=error_responses(400, 401, 413, 422, 429, 503))
         async def predict(body: Body):
             check_ready(state)
             try:

@@ -131,3 +131,25 @@ def check_ready(state) -> None:
 
 def retry_after(seconds: float) -> dict:
     return {"Retry-After": str(max(1, round(seconds))), "retry-after-ms": str(max(1, round(1000 * seconds)))}
+
+
+def error_responses(*codes: int) -> dict:
+    """The OpenAPI ``responses`` of a route: each refusal it may give, in the error envelope."""
+    from pydantic import BaseModel
+
+    class ErrorDetail(BaseModel):
+        message: str
+        type: str
+        param: str | None = None
+        code: int
+
+    class ErrorBody(BaseModel):
+        error: ErrorDetail
+
+    return {code: {"model": ErrorBody, "description": _DESCRIBED.get(code, "refused")} for code in codes}
+
+
+_DESCRIBED = {400: "the request cannot be served (e.g. prompt + max_tokens beyond the context)",
+              401: "no valid bearer token", 404: "no such model", 413: "body too large",
+              422: "the body does not match the schema; param names the field", 429: "queue full; see Retry-After",
+              500: "the engine failed on this request", 503: "loading or draining; see Retry-After"}

@@ -29,7 +29,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import FrugalError
-from .http import APIError, check_ready, error_body, retry_after
+from .http import APIError, check_ready, error_body, error_responses, retry_after
 
 
 # ---- the OpenAI request bodies (what is not listed is refused: 422 names the field) ----
@@ -435,7 +435,10 @@ def add_routes(app, service: LMService, state) -> None:
         return JSONResponse({"id": rid, "object": kind, "created": created, "model": service.name,
                              "choices": [c], "usage": usage(job, len(text.ids))})
 
-    @app.post("/v1/completions", summary="OpenAI completions: the prompt as is, no chat template.")
+    refusals = error_responses(400, 401, 404, 413, 422, 429, 500, 503)
+
+    @app.post("/v1/completions", summary="OpenAI completions: the prompt as is, no chat template.",
+              responses=refusals)
     async def completions(request: Request, body: CompletionRequest):
         check_ready(state)
         p = body.prompt
@@ -453,7 +456,8 @@ def add_routes(app, service: LMService, state) -> None:
         job, text = prepare(body, ids, 16)  # OpenAI's default max_tokens for completions
         return await respond(request, body, job, text, chat=False)
 
-    @app.post("/v1/chat/completions", summary="OpenAI chat completions: the model's chat template applied.")
+    @app.post("/v1/chat/completions", summary="OpenAI chat completions: the model's chat template applied.",
+              responses=refusals)
     async def chat_completions(request: Request, body: ChatRequest):
         check_ready(state)
         messages = [{"role": "system" if m.role == "developer" else m.role,

@@ -27,11 +27,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import frugalml
 from frugalml.serve import BenchConfig
+from frugalml.serve.server import wait_ready
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE.parent / "runs"
@@ -58,20 +58,12 @@ class Server:
 
     def __enter__(self):
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + self.ready_timeout_s
-        import httpx
-
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.argv[0]} exited: {self.proc.stderr.read()[-2000:]}")
-            try:
-                if httpx.get(self.url + self.health, timeout=5).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.argv[0]} was not ready within {self.ready_timeout_s} s")
-            time.sleep(0.2)
+        try:
+            wait_ready(self.url, self.ready_timeout_s, alive=lambda: self.proc.poll() is None, health=self.health)
+        except Exception:
+            self.__exit__()
+            raise RuntimeError(f"{self.argv[0]} did not start: {self.proc.stderr.read()[-2000:]}") from None
+        return self
 
     def __exit__(self, *exc):
         self.proc.terminate()

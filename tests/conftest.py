@@ -78,3 +78,23 @@ def save_tiny_bert(folder: Path) -> Path:
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(real / name, folder / name)
     return folder
+
+
+def linear_run(out, data=None):
+    """A run directory with one fitted linear model on ``data`` (default linear_data(300)), selected fast."""
+    import frugalml
+    from frugalml.evaluation import CostConfig
+
+    frugalml.select(linear_data(n=300) if data is None else data, "label", candidates=["linear"], folds=2,
+                    repeats=1, out=out,
+                    cost=CostConfig(latency_calls=50, time_budget_s=0.01, batch_large=50, memory_probe=False))
+    return out
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server started in another process)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -5,18 +5,13 @@ import pandas as pd
 import pytest
 
 import frugalml
-from conftest import linear_data
+from conftest import linear_data, linear_run
 from frugalml.errors import ModelError
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from frugalml.evaluation import CostConfig
-
-    out = tmp_path_factory.mktemp("a") / "run"
-    frugalml.select(linear_data(n=300), "label", candidates=["linear"], folds=2, repeats=1, out=out,
-                    cost=CostConfig(latency_calls=50, time_budget_s=0.01, batch_large=50, memory_probe=False))
-    return out
+    return linear_run(tmp_path_factory.mktemp("a") / "run")
 
 
 def test_load_accepts_run_dir_and_model_dir(run_dir):

@@ -14,19 +14,14 @@ import pandas as pd
 import pytest
 
 import frugalml
-from conftest import linear_data
+from conftest import free_port, linear_data, linear_run
 from frugalml.serve import ServeConfig, running
 from frugalml.serve.batcher import DynamicBatcher, QueueFull
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from frugalml.evaluation import CostConfig
-
-    out = tmp_path_factory.mktemp("serve") / "run"
-    frugalml.select(linear_data(n=300), "label", candidates=["linear"], folds=2, repeats=1, out=out,
-                    cost=CostConfig(latency_calls=50, time_budget_s=0.01, batch_large=50, memory_probe=False))
-    return out
+    return linear_run(tmp_path_factory.mktemp("serve") / "run")
 
 
 def rows_of(df: pd.DataFrame) -> list[dict]:
@@ -215,14 +210,6 @@ def test_a_full_queue_refuses_at_once_with_a_retry_time():
 
 
 # -- a real `frugal serve` process: a flood, then SIGTERM -----------------------------------------------------------
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def rss_mb(pid: int) -> float:
     import psutil

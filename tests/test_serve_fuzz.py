@@ -22,8 +22,7 @@ import requests
 
 import transformers  # noqa: F401  (an installed extra: a missing one fails, never skips)
 
-import frugalml
-from conftest import linear_data
+from conftest import linear_run
 from frugalml.serve import ServeConfig, running
 from lm_models import tiny_folder
 
@@ -46,12 +45,7 @@ TIMEOUT_S = 20  # per request; a healthy answer takes well under a second here
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from frugalml.evaluation import CostConfig
-
-    out = tmp_path_factory.mktemp("fuzz") / "run"
-    frugalml.select(linear_data(n=300), "label", candidates=["linear"], folds=2, repeats=1, out=out,
-                    cost=CostConfig(latency_calls=50, time_budget_s=0.01, batch_large=50, memory_probe=False))
-    return out
+    return linear_run(tmp_path_factory.mktemp("fuzz") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import transformers  # noqa: F401  (an installed extra: a missing one fails, nev
 from frugalml.runtime.lm.engine import Engine, EngineConfig
 from frugalml.runtime.lm.generate import generate
 from frugalml.serve import ServeConfig, running
+from conftest import free_port
 from lm_models import tiny_folder
 
 
@@ -214,11 +215,7 @@ def test_a_full_queue_answers_429_with_retry_after(folder):
 
 @pytest.mark.slow
 def test_sigterm_lets_a_stream_finish_then_exits_0(folder):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "frugalml.cli", "serve", folder, "--port", str(port),
                              "--context", "256", "--no-cache"], stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"

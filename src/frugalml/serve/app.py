@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, FrugalError, ModelError, need
 from ..runtime.model_dir import META
+from ..version import __version__
 from .http import APIError, FrontDoor, check_ready, error_body, error_responses, retry_after
 from .metrics import Metrics
 
@@ -102,7 +103,7 @@ def create_app(target: str, config: ServeConfig = ServeConfig()):
         if "service" in jobs:
             await jobs["service"].stop()
 
-    app = FastAPI(title="frugalml", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="frugalml", version=__version__, lifespan=lifespan,
                   description=f"Serving {target} with frugalml.")
     app.state.frugal = state
 
@@ -202,10 +203,5 @@ def create_app(target: str, config: ServeConfig = ServeConfig()):
 
 _UNION_TAGS = {"int", "float", "str", "bool", "none", "list[int]", "list[str]", "list[TextPart]"}
 
-
-def _version() -> str:
-    from ..version import __version__
-
-    return __version__
 
 

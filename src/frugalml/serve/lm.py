@@ -420,7 +420,7 @@ def add_routes(app, service: LMService, state) -> None:
             return "".join(out), reason
 
         try:
-            done, left = await _until_disconnect(request, collect())
+            done = await _until_disconnect(request, collect())
         except EngineFailure:
             raise APIError(500, _FAILED, kind="server_error")
         if done is None:
@@ -490,24 +490,17 @@ def chat_prefix(tokenizer, shortest: int = 8) -> list[int]:
 def chat_ids(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of a conversation in the model's chat template, ready for the assistant's answer. One user
     message gives exactly what ``frugal generate`` sends for that prompt (``encode_prompt``)."""
-    from ..runtime.lm.quality import encode_prompt
+    from ..runtime.lm.quality import encode_chat, encode_prompt
 
     if len(messages) == 1 and messages[0]["role"] == "user":
         return encode_prompt(tokenizer, messages[0]["content"], chat=True)
     if not getattr(tokenizer, "chat_template", None):
         raise FrugalError("this model has no chat template; send a single user message or use /v1/completions")
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    if hasattr(ids, "keys") or hasattr(ids, "input_ids"):
-        ids = ids["input_ids"]
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()
-    if ids and isinstance(ids[0], list):
-        ids = ids[0]
-    return [int(i) for i in ids]
+    return encode_chat(tokenizer, messages)
 
 
 async def _until_disconnect(request, work):
-    """Run ``work`` unless the client disconnects first (then cancel it); -> (result or None, disconnected)."""
+    """Run ``work`` unless the client disconnects first (then cancel it); -> its result, or None."""
     task = asyncio.ensure_future(work)
 
     async def gone():
@@ -522,6 +515,6 @@ async def _until_disconnect(request, work):
     finally:
         watcher.cancel()
     if task.done():
-        return task.result(), False
+        return task.result()
     task.cancel()
-    return None, True
+    return None

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError, need
+from ..version import __version__
 from . import bench_stats as bs
 from .bench_stats import Shot
 
@@ -428,7 +429,7 @@ def bench(target: str | None = None, *, url: str | None = None, config: BenchCon
         def measure(qps):
             return _run_async(lambda: _run_once(url, headers, trust_env, payload, config, qps))
 
-        result = {"frugalml_version": _version(), "command": "bench",
+        result = {"frugalml_version": __version__, "command": "bench",
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "target": target, "url": url,
                   "server": "in-process" if in_process else "external", "kind": kind,
                   "model": model or (_meta(folder).get("candidate") if folder else None), "endpoint": payload.path,
@@ -526,10 +527,5 @@ def _json(r):
     except ValueError:
         return None
 
-
-def _version() -> str:
-    from ..version import __version__
-
-    return __version__
 
 

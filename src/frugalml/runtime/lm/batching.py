@@ -36,7 +36,8 @@ and attention rounds differently with another cache length (batch-1 attends over
 ~1e-5 in SmolLM2's logits. Greedy tokens change only where the top two logits tie that closely. Measured on
 SmolLM2 (fp32): 19 chat prompts of 34-266 tokens x 64 greedy tokens, arriving together or one per step
 into 5 rows, prefilled in chunks of 16 to 256 tokens, from a cached prefix or not, some cancelled on the
-way: every request got exactly ``generate``'s tokens.
+way: every request got exactly ``generate``'s tokens (a one-off check while writing this; what the suite keeps is
+``tests/test_serve_lm.py``'s SmolLM2 test, 8 concurrent chats equal to ``frugal generate``).
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ from ...errors import ConfigError, DataError
 from .generate import SamplingConfig, new_generator, sample
 
 # what one more prefill pass costs, in tokens of prefill: reading the weights once more and the per-layer
-# Python (SmolLM2-135M fp32, 2 threads: ~36 ms a pass of one token, ~1.3 ms each further token). Rows of
-# different chunk lengths share a pass (padded to the longest) while their padding costs less than this,
-# else they take another.
+# Python (SmolLM2-135M fp32, 2 threads, timed once while writing this: ~36 ms a pass of one token, ~1.3 ms each
+# further token). Rows of different chunk lengths share a pass (padded to the longest) while their padding costs
+# less than this, else they take another.
 PASS_TOKENS = 32
 
 

@@ -24,16 +24,20 @@ from .prompts import HELDOUT_SOURCE, PROMPTS, heldout_text
 def encode_prompt(tokenizer, text: str, chat: bool = True) -> list[int]:
     """Token ids of a user message, wrapped in the chat template when the tokenizer has one."""
     if chat and getattr(tokenizer, "chat_template", None):
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                            tokenize=True)
-        if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):  # transformers >= 5 returns a BatchEncoding
-            ids = ids["input_ids"]
-        if hasattr(ids, "tolist"):
-            ids = ids.tolist()
-        if ids and isinstance(ids[0], list):  # a batch of one
-            ids = ids[0]
-        return [int(i) for i in ids]
+        return encode_chat(tokenizer, [{"role": "user", "content": text}])
     return [int(i) for i in tokenizer.encode(text)]
+
+
+def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a conversation in the tokenizer's chat template, ready for the assistant's answer."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, Mapping) or hasattr(ids, "input_ids"):  # transformers >= 5 returns a BatchEncoding
+        ids = ids["input_ids"]
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    if ids and isinstance(ids[0], list):  # a batch of one
+        ids = ids[0]
+    return [int(i) for i in ids]
 
 
 def _logprobs(model, ids: list[int]):

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.frugalml-installed
 
-.PHONY: install demo test test-fast bench bench-lm bench-serve clean
+.PHONY: install demo chromium test test-fast bench bench-lm bench-serve clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,10 +23,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/frugal demo
 
-test: install
+# tests/browser.py opens the report in a real headless Chromium (Debian's package): install it when missing
+chromium:
+	command -v chromium >/dev/null || { SUDO=$$(test "$$(id -u)" = 0 || command -v sudo); \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+
+test: install chromium
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install chromium
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: install

@@ -18,7 +18,9 @@ def _size(b: float) -> str:
     return f"{b:.0f} B"
 
 
-def render_markdown(decision: dict) -> str:
+def render_markdown(decision: dict, after_reason: list[str] = (), extra: list[str] = ()) -> str:
+    """report.md: ``after_reason``, Markdown lines placed under the decision's reason (what it saves, who pays);
+    ``extra``, Markdown sections appended (the efficiency card, language-model and serving results)."""
     d = decision
     m = d["metric"]
     direction = "higher is better" if d["higher_is_better"] else "lower is better"
@@ -30,6 +32,7 @@ def render_markdown(decision: dict) -> str:
         "",
         d["reason"],
         "",
+        *after_reason,
         *_stability(d),
         "## Candidates",
         "",
@@ -95,33 +98,9 @@ def render_markdown(decision: dict) -> str:
             lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
     if d.get("failed"):
         lines += ["", "## Failed candidates", ""] + [f"- {f['name']}: {f['error']}" for f in d["failed"]]
-    cs = st["cost"]
     if st.get("metric_choice") and d["command"] == "select":
         lines += ["", f"Metric: {m}, {st['metric_choice']}."]
-    lines += [
-        "", "## How this was measured", "",
-        f"- Data: {d['data']['rows']} rows, {d['data']['features']} features, target `{d['data']['target']}`"
-        + (f", {d['data']['dropped_rows']} rows without a target dropped" if d["data"].get("dropped_rows") else "")
-        + "".join(f"; column `{c}` left out ({why})" for c, why in (d["data"].get("dropped_columns") or {}).items())
-        + ".",
-        (f"- Quality: repeated {'stratified ' if d['task'] == 'classification' else ''}k-fold, {st['folds']} folds "
-         f"x {st['repeats']} repeats, seed {st['seed']}; the same splits for every candidate. Confidence bounds use "
-         "the Nadeau-Bengio corrected variance." if d["command"] == "select" else
-         f"- Quality: the data split in two (seed {st['seed']}): {st['calibration_rows']} calibration rows for "
-         f"techniques that need data (distillation), {st['evaluation_rows']} evaluation rows for every comparison."),
-        f"- Latency: batch-1 calls after warm-up, timed until the p99's 95% interval (order statistics) is within "
-        f"{100 * cs.get('latency_precision', 0.05):.0g}% of it, or {cs['latency_calls']:,} calls, or "
-        f"{cs['time_budget_s']:g} s (at least 50 calls); latencies whose intervals overlap count as level; "
-        f"{cs['threads']} thread(s); 'native p99' is the scikit-learn pipeline's `.predict` on a one-row DataFrame.",
-        f"- Throughput: best of up to 3 calls at batch {cs['batch_large']} (fewer rows for a model too slow for "
-        "that). Peak memory: resident memory added by loading the artifact and predicting that batch, in a process "
-        "forked for each model from one probe process.",
-        f"- Energy ({d['energy']['source']}): {d['energy']['method']}.",
-        f"- Money: ${cs['usd_per_hour']}/h for a {cs['instance_vcpus']}-vCPU instance, charged per core-second used. "
-        f"Carbon: {cs['grid_gco2e_per_kwh']} gCO2e/kWh. Both are settable (--usd-per-hour, --grid-intensity).",
-        f"- Machine: {d['machine']['cpu']}, {d['machine']['cores']} cores; frugalml {d['frugalml_version']}.",
-        "",
-    ]
+    lines += ["", "## How this was measured", "", *(f"- {b}" for b in how_measured(d)), "", *extra]
     return "\n".join(lines)
 
 
@@ -146,3 +125,30 @@ def _stability(d: dict) -> list[str]:
     return [f"Stability: `{d['recommended']}` is recommended in {100 * st['same_recommendation']:.0f}% of "
             f"{st['draws']} resamplings of the rows" + (f" (otherwise: {others})" if others else "")
             + " (Poisson bootstrap over the stored out-of-fold predictions, no refit).", ""]
+
+
+def how_measured(d: dict) -> list[str]:
+    """How every number of a select or compress run was measured: one sentence per kind of number."""
+    st, cs = d["settings"], d["settings"]["cost"]
+    return [
+        f"Data: {d['data']['rows']} rows, {d['data']['features']} features, target `{d['data']['target']}`"
+        + (f", {d['data']['dropped_rows']} rows without a target dropped" if d["data"].get("dropped_rows") else "")
+        + "".join(f"; column `{c}` left out ({why})" for c, why in (d["data"].get("dropped_columns") or {}).items())
+        + ".",
+        (f"Quality: repeated {'stratified ' if d['task'] == 'classification' else ''}k-fold, {st['folds']} folds "
+         f"x {st['repeats']} repeats, seed {st['seed']}; the same splits for every candidate. Confidence bounds use "
+         "the Nadeau-Bengio corrected variance." if d["command"] == "select" else
+         f"Quality: the data split in two (seed {st['seed']}): {st['calibration_rows']} calibration rows for "
+         f"techniques that need data (distillation), {st['evaluation_rows']} evaluation rows for every comparison."),
+        f"Latency: batch-1 calls after warm-up, timed until the p99's 95% interval (order statistics) is within "
+        f"{100 * cs.get('latency_precision', 0.05):.0g}% of it, or {cs['latency_calls']:,} calls, or "
+        f"{cs['time_budget_s']:g} s (at least 50 calls); latencies whose intervals overlap count as level; "
+        f"{cs['threads']} thread(s); 'native p99' is the scikit-learn pipeline's `.predict` on a one-row DataFrame.",
+        f"Throughput: best of up to 3 calls at batch {cs['batch_large']} (fewer rows for a model too slow for "
+        "that). Peak memory: resident memory added by loading the artifact and predicting that batch, in a process "
+        "forked for each model from one probe process.",
+        f"Energy ({d['energy']['source']}): {d['energy']['method']}.",
+        f"Money: ${cs['usd_per_hour']}/h for a {cs['instance_vcpus']}-vCPU instance, charged per core-second used. "
+        f"Carbon: {cs['grid_gco2e_per_kwh']} gCO2e/kWh. Both are settable (--usd-per-hour, --grid-intensity).",
+        f"Machine: {d['machine']['cpu']}, {d['machine']['cores']} cores; frugalml {d['frugalml_version']}.",
+    ]

@@ -22,7 +22,7 @@ def print_summary(decision: dict, console=None) -> None:
         t.add_row(c["name"], f"{c['quality']['mean']:.4f}", f"{c['vs_best']['diff_mean']:+.4f}",
                   "yes" if c["on_par"] else "no", f"{cost['latency_ms_p99']:.3g}",
                   f"{cost.get('native_latency_ms_p99', float('nan')):.3g}", f"{cost['size_bytes'] / 1e3:,.1f}",
-                  _verdict(c, d["recommended"]),
+                  short_verdict(c, d["recommended"]),
                   style=style)
     console.print(t)
     for f in d.get("failed", []):
@@ -34,7 +34,7 @@ def print_summary(decision: dict, console=None) -> None:
                       f"{st['draws']} resamplings of the rows")
 
 
-def _verdict(c: dict, recommended: str) -> str:
+def short_verdict(c: dict, recommended: str) -> str:
     """A few words; report.md carries the whole reason."""
     why = c["rejected_because"] or ""
     if c["name"] == recommended:

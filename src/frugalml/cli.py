@@ -18,24 +18,38 @@ def _console(quiet: bool = False):
     return Console(stderr=True, quiet=quiet)
 
 
-def _progress(console):
-    """A progress callback for select: a rich bar on a terminal, nothing in a pipe."""
-    if not console.is_terminal:
+# the bar's label of each stage a progress callback reports; the callback's ``what`` follows it
+_STAGES = {"fit": "fitting", "refit": "refitting on all rows", "cost": "cost", "memory": "peak memory",
+           "stability": "stability of the decision", "search": "trying techniques",
+           "chain": "chaining techniques", "confirm": "confirming on fresh rows",
+           "load": "loading", "batch-1": "batch-1 timing", "bandwidth": "memory bandwidth",
+           "batched": "batched timing", "baseline": "transformers generate", "quality": "quality vs float32",
+           "start": "starting", "run": ""}
+
+
+def _progress(console, counts: bool = True):
+    """-> (bar, callback ``(stage, done, total, what="")``): a rich bar per stage on a terminal, labelled with
+    the stage and what runs now ("fitting: lightgbm, fold 3/10"); (None, None) in a pipe or when quiet."""
+    if not console.is_terminal or console.quiet:
         return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.markup import escape
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                               TimeElapsedColumn)
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=True)
-    tasks = {}
-    labels = {"fit": "fitting candidates x folds", "cost": "measuring cost of each candidate",
-              "stability": "resampling the rows: how stable is the decision",
-              "confirm": "confirming the variants that held, on rows the search never saw",
-              "search": "trying compression techniques", "chain": "compressing the variants that hold again"}
+    bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                   MofNCompleteColumn() if counts else TaskProgressColumn(), TimeElapsedColumn(),
+                   console=console, transient=True, refresh_per_second=4)
+    tasks, last = {}, {}
 
-    def update(stage, done, total):
+    def update(stage, done, total, what=""):
+        label = _STAGES.get(stage, stage)
+        text = escape(f"{label}: {what}" if label and what else label or what)
         if stage not in tasks:
-            tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
-        bar.update(tasks[stage], completed=done, total=total)  # a chain round may have another total
+            tasks[stage] = bar.add_task(text, total=total)
+        elif done < last[stage]:  # a new round (a chain round, the next run of a sweep): the bar starts again
+            bar.reset(tasks[stage], total=total, description=text)
+        bar.update(tasks[stage], completed=done, total=total, description=text)
+        last[stage] = done
 
     return bar, update
 
@@ -59,6 +73,7 @@ def _run(verb, args: tuple, console, quiet: bool, show_json: bool = False, **kwa
 
         print_summary(result.decision, Console())
         typer.echo(f"run directory: {result.run_dir}")
+        typer.echo(f"report: {result.run_dir / 'report.html'}")
     return result
 
 
@@ -70,6 +85,8 @@ _MEMORY_PROBE = typer.Option(True, "--memory-probe/--no-memory-probe",
 _USD_PER_HOUR = typer.Option(0.096, help="Instance price for the $ column.")
 _INSTANCE_VCPUS = typer.Option(2, help="vCPUs of that instance.")
 _GRID_INTENSITY = typer.Option(475.0, help="Grid carbon intensity, gCO2e/kWh.")
+_REQUESTS_PER_DAY = typer.Option(1_000_000, help="Predictions a day: the report counts yearly savings at this "
+                                 "traffic.")
 
 
 def _cost_config(threads, throughput_batch, memory_probe, usd_per_hour, instance_vcpus, grid_intensity):
@@ -116,9 +133,10 @@ def select(
     usd_per_hour: float = _USD_PER_HOUR,
     instance_vcpus: int = _INSTANCE_VCPUS,
     grid_intensity: float = _GRID_INTENSITY,
+    requests_per_day: int = _REQUESTS_PER_DAY,
     json_out: bool = typer.Option(False, "--json", help="Print decision.json to stdout instead of the table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings."),
 ):
     """Select the thinnest model on par with the best, overall and in every group."""
     import time
@@ -137,7 +155,8 @@ def select(
          text=text or None, task=task, metric=metric, tolerance=tolerance, alpha=alpha,
          min_group_size=min_group_size, cost_priority=cost_priority, strict_groups=strict_groups,
          allow_baseline=allow_baseline, stability_draws=stability_draws, folds=folds, repeats=repeats, seed=seed,
-         candidates=candidates, overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost)
+         candidates=candidates, overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost,
+         requests_per_day=requests_per_day)
 
 
 @app.command()
@@ -169,9 +188,10 @@ def compress(
     usd_per_hour: float = _USD_PER_HOUR,
     instance_vcpus: int = _INSTANCE_VCPUS,
     grid_intensity: float = _GRID_INTENSITY,
+    requests_per_day: int = _REQUESTS_PER_DAY,
     json_out: bool = typer.Option(False, "--json", help="Print decision.json to stdout instead of the table."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or table."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings."),
 ):
     """Compress a selected model (shrink forests, truncate boosting, distill into a thin student), keeping
     quality within tolerance overall and in every group."""
@@ -185,7 +205,8 @@ def compress(
     cost = _cost_config(threads, throughput_batch, memory_probe, usd_per_hour, instance_vcpus, grid_intensity)
     _run(run_compress, (model, data), _console(quiet), quiet, json_out, target=target, groups=group or None,
          text=text or None, techniques=names, metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
-         cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite, cost=cost, chain=chain)
+         cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite, cost=cost, chain=chain,
+         requests_per_day=requests_per_day)
 
 
 _MODEL_HELP = "builtin:smollm2 (embedded), a .gguf file, or a local Hugging Face folder of a Llama-family model."
@@ -239,7 +260,7 @@ def generate(
     temperature: float = typer.Option(0.0, help="0 = greedy; above 0 samples."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling: keep the smallest set of tokens reaching this mass."),
     seed: int = typer.Option(0, help="Seed of the sampler."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings."),
 ):
     """Generate text with frugalml's decode engine (static KV cache); text to stdout, statistics to stderr."""
     _need_lm_engine("generate")
@@ -304,7 +325,7 @@ def serve(
     draft_tokens: int = _DRAFT_TOKENS,
     prompt_lookup: int = _PROMPT_LOOKUP,
     no_cache: bool = _NO_CACHE,
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings."),
 ):
     """Serve a model over HTTP: /v1/predict with dynamic batching, or a language model through the OpenAI API
     (completions, chat, streaming) with continuous batching; /healthz, /metrics (Prometheus)."""
@@ -380,7 +401,7 @@ def bench(
     out: Optional[Path] = typer.Option(None, help="Write bench.json into this folder (or to this .json file); "
                                        "default: into TARGET's run directory, if it is one."),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON instead of the table."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings."),
 ):
     """Load a server the way MLPerf LoadGen and vllm bench serve do: latency percentiles, throughput, TTFT/TPOT
     and goodput, with the Server scenario's VALID/INVALID verdict; results to stdout and bench.json."""
@@ -411,7 +432,12 @@ def bench(
             _need_lm_engine("bench")
         serve_config = ServeConfig(port=0, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                                    max_queue=max_queue, threads=threads, context=context)
-    result = run_bench(target, url=url, config=config, data=data, serve_config=serve_config, out=out)
+    from contextlib import nullcontext
+
+    bar, update = _progress(_console(), counts=False)  # a bar over each run on a terminal; nothing in a pipe
+    with bar or nullcontext():
+        result = run_bench(target, url=url, config=config, data=data, serve_config=serve_config, out=out,
+                           progress=update)
     if json_out:
         import json
 
@@ -443,8 +469,10 @@ def bench_lm(
     prompt: Optional[List[str]] = typer.Option(None, "--prompt", help="Your own prompt, timed and checked as the "
                                                                       "slice 'user'; repeatable."),
     no_quality: bool = typer.Option(False, "--no-quality", help="Skip the quality comparison."),
+    out: Optional[Path] = typer.Option(None, help="Add the result to this folder's bench_lm.json (one result per "
+                                       "engine option, so several compare on one page) and write its report."),
     show_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings."),
 ):
     """Speed of one engine configuration (TTFT, TPOT, tokens/s, batch, memory, roofline) next to its quality."""
     _need_lm_engine("bench-lm")
@@ -454,9 +482,11 @@ def bench_lm(
                       baseline=baseline, quality=not no_quality, user_prompts=tuple(p for p in prompt or () if p.strip()))
     cfg.check()
     engine_cfg = _engine_config(quantize, dtype, pack, compile_, draft, draft_tokens, prompt_lookup, no_cache)
-    console = _console(quiet=show_json)
-    progress = (lambda msg: console.print(f"[dim]{msg}[/dim]")) if console.is_terminal else (lambda msg: None)
-    result = run_bench(model, engine_cfg, cfg, progress=progress)
+    from contextlib import nullcontext
+
+    bar, update = _progress(_console(quiet=show_json))  # a bar per phase on a terminal; nothing in a pipe
+    with bar or nullcontext():
+        result = run_bench(model, engine_cfg, cfg, progress=update)
     if show_json:
         import json
 
@@ -467,13 +497,19 @@ def bench_lm(
         from rich.console import Console
 
         print_lm_bench(result, Console())
+    if out is not None:
+        from .report.render import save_bench_lm, write_reports
+
+        page = write_reports(save_bench_lm(out, result))
+        if not show_json:
+            typer.echo(f"report: {page}")
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory (replaced if it exists)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings."),
 ):
     """The whole selection on an embedded dataset (statsmodels' fair survey, groups: religiousness, age)."""
     console = _console(quiet)
@@ -488,10 +524,25 @@ def demo(
     rows = df.drop(columns=["had_affair"]).head(3)
     if not quiet:
         typer.echo(f"frugalml.load('{out}') -> {model!r}; predictions for 3 rows: {list(model.predict(rows))}")
+        typer.echo(f"open the report: {(result.run_dir / 'report.html').resolve()}")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory: the --out of select, compress, bench or bench-lm."),
+    requests_per_day: Optional[int] = typer.Option(None, help="Predictions a day for the yearly savings (default: "
+                                                   "the run's own --requests-per-day)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings."),
+):
+    """(Re)render report.html and report.md from what a run directory holds."""
+    from .report.render import write_reports
+
+    page = write_reports(run_dir, requests_per_day)
+    typer.echo(f"report: {page}")
 
 
 @app.command("list")
-def list_(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+def list_(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings.")):
     """Registered candidates, datasets, metrics and runtimes."""
     from rich.console import Console
     from rich.table import Table
@@ -526,35 +577,22 @@ def list_(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."))
 
 
 @app.command()
-def env(debug: bool = typer.Option(False, "--debug", help="Show tracebacks.")):
+def env(debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings.")):
     """Versions and hardware, for bug reports."""
-    import os
-    from importlib import metadata
-
-    from .version import __version__
     from .evaluation.energy import EnergyMeter
-    from .verbs.run_dir import machine_info
+    from .verbs.run_dir import environment
+    from .version import __version__
 
-    m = machine_info()
+    e = environment()
+    m = e["machine"]
     lines = [f"frugalml {__version__}", f"python {m['python']} on {m['platform']}",
              f"cpu {m['cpu']}, {m['cores']} logical cores"]
-    try:
-        import psutil
-
-        lines.append(f"memory {psutil.virtual_memory().total / 2**30:.1f} GiB")
-    except ImportError:
-        pass
+    if e["memory_gib"] is not None:
+        lines.append(f"memory {e['memory_gib']:.1f} GiB")
     meter = EnergyMeter.create()
     lines.append(f"energy: {meter.source} ({meter.method})")
-    for pkg in ("numpy", "scipy", "pandas", "scikit-learn", "lightgbm", "onnx", "onnxruntime", "skl2onnx",
-                "onnxmltools", "skops", "fairlearn", "codecarbon", "torch", "dask", "distributed", "flaml"):
-        try:
-            lines.append(f"{pkg} {metadata.version(pkg)}")
-        except metadata.PackageNotFoundError:
-            lines.append(f"{pkg} not installed")
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS"):
-        if os.environ.get(var):
-            lines.append(f"{var}={os.environ[var]}")
+    lines += [f"{pkg} {v or 'not installed'}" for pkg, v in e["packages"].items()]
+    lines += [f"{var}={v}" for var, v in e["threads_env"].items()]
     typer.echo("\n".join(lines))
 
 
@@ -574,14 +612,50 @@ def _click_exceptions():
     return tuple(found["UsageError"]), tuple(found["Exit"]), tuple(found["Abort"])
 
 
+class _LibraryWarningsHidden:
+    """Library warnings (warnings.warn in joblib, scikit-learn, onnxruntime, torch...) kept off the user's screen:
+    ignored in this process, and, through PYTHONWARNINGS, in the processes it starts (joblib's loky workers, the
+    memory probe), which copy os.environ when they start. Undone on exit, so the library API, used in the same
+    process afterwards, keeps Python's default behaviour."""
+
+    def __enter__(self):
+        import os
+        import warnings
+
+        self._saved = warnings.catch_warnings()
+        self._saved.__enter__()
+        warnings.simplefilter("ignore")
+        self._env = os.environ.get("PYTHONWARNINGS")
+        os.environ["PYTHONWARNINGS"] = "ignore"
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        if self._env is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = self._env
+        self._saved.__exit__(*exc)
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one ``error:`` line and exit 2 for bad input; exit 1 for an internal failure."""
+    """Entry point: one ``error:`` line and exit 2 for bad input; exit 1 for an internal failure. Library
+    warnings are hidden unless ``--debug`` is among the arguments."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    if debug:
+        return _main(args, debug)
+    with _LibraryWarningsHidden():
+        return _main(args, debug)
+
+
+def _main(args: list[str], debug: bool) -> int:
     from .errors import FrugalError
 
     usage, exit_, abort = _click_exceptions()
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args
     try:
         app(args=args, standalone_mode=False, prog_name="frugal")
         return 0

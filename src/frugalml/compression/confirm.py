@@ -113,12 +113,13 @@ def _screening(rec: dict, rows: int, n_boot: int, higher_is_better: bool) -> dic
 def confirm(records: list[dict], outputs_of: Callable[[int], dict], y: np.ndarray, groups: dict[str, np.ndarray],
             metric: Metric, kind: str, n_classes: int | None, cfg: SearchConfig, cost_priority: str,
             rank: dict[str, int], screening_rows: int,
-            progress: Callable[[str, int, int], None] | None = None) -> dict:
+            progress: Callable[[str, int, int, str], None] | None = None) -> dict:
     """Confirm the screened ``records`` (the original first; each with ``name`` and ``cost``) on the
     confirmation rows, in place: the variants tested get the confirmation rows' numbers, every record gets
     its ``screening`` summary and ``confirmation`` record, and ``on_par`` ends true only for the original and
     the variants confirmed. ``outputs_of(k)``: record k's outputs on the confirmation rows (asked only for the
-    original and the variants tested). -> what was done, for the decision's settings."""
+    original and the variants tested). ``progress("confirm", done, total, what)``: ``what`` the variant tested.
+    -> what was done, for the decision's settings."""
     tested_groups = sum(int(m.sum() >= cfg.min_group_size) for m in groups.values())
     ccfg = replace(cfg, n_boot=confirm_boot(cfg.n_boot, cfg.alpha))
     s_boot = screen_boot(cfg.n_boot)
@@ -145,6 +146,8 @@ def confirm(records: list[dict], outputs_of: Callable[[int], dict], y: np.ndarra
     for pos, k in enumerate(order):
         rec = records[k]
         rec["confirmation"]["order"] = pos + 1
+        if progress and stopped_at is None:
+            progress("confirm", pos, len(order), rec["name"])
         if stopped_at is not None:
             rec["on_par"] = False
             rec["rejected_because"] = f"not tested: the fixed sequence stopped at {stopped_at}"
@@ -157,7 +160,7 @@ def confirm(records: list[dict], outputs_of: Callable[[int], dict], y: np.ndarra
             rec["rejected_because"] = f"confirmation: {rec['rejected_because']}"
             stopped_at = rec["name"]
         if progress:
-            progress("confirm", pos + 1, len(order))
+            progress("confirm", pos + 1, len(order), rec["name"])
     return {"screened": len(records) - 1, "held_screening": len(held), "rows": len(y),
             "order": [records[k]["name"] for k in order],
             "confirmed": confirmed, "stopped_at": stopped_at, "n_boot_screen": s_boot, "n_boot_confirm": ccfg.n_boot,

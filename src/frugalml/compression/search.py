@@ -234,13 +234,14 @@ def compare(metric: Metric, y: np.ndarray, ref: dict, var: dict, groups: dict[st
 
 def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.ndarray], metric: Metric, kind: str,
            n_classes: int | None, techniques: list[str] | None, cfg: SearchConfig,
-           progress: Callable[[str, int, int], None] | None = None) -> tuple[list[Variant], list[dict]]:
+           progress: Callable[[str, int, int, str], None] | None = None) -> tuple[list[Variant], list[dict]]:
     """-> (variants including the original first, one comparison record each).
 
     Round one applies every technique to the original. With ``cfg.chain``, each later round applies, to every
     variant the previous round kept, the techniques of a later stage (fewer trees, then shallower trees, then
     int8...). Every variant, chained or not, is judged against the original, so a chain cannot drift from it
-    by a tolerance per step.
+    by a tolerance per step. ``progress(stage, done, total, what)``: "search" or "chain", ``what`` the variant
+    being tried ("int8-dynamic", "tree-subset + int8-dynamic").
     """
     ref = Variant("original", "original", {}, pipeline, False, model_outputs(pipeline, X_eval, n_classes))
     variants, records = [ref], [compare(metric, y_eval, ref.outputs, ref.outputs, groups_eval, kind, n_classes, cfg)]
@@ -265,17 +266,21 @@ def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.nda
 
     kept = []
     for k, name in enumerate(names):
+        if progress:
+            progress("search", k, len(names), name)
         kept.append(extend(None, name))
         if progress:
-            progress("search", k + 1, len(names))
+            progress("search", k + 1, len(names), name)
     frontier = [v for v in kept if v is not None]
     while cfg.chain and frontier:
         pairs = [(base, name) for base in frontier for name in chainable
                  if TECHNIQUES.get(name).stage > base.stage and TECHNIQUES.get(name).applies_to(base.pipeline)]
         kept = []
         for k, (base, name) in enumerate(pairs):
+            if progress:
+                progress("chain", k, len(pairs), f"{base.name} + {name}")
             kept.append(extend(base, name))
             if progress:
-                progress("chain", k + 1, len(pairs))
+                progress("chain", k + 1, len(pairs), f"{base.name} + {name}")
         frontier = [v for v in kept if v is not None]
     return variants, records

@@ -103,13 +103,30 @@ def executor_backend(executor: str | None):
     raise ConfigError(f"--executor {executor!r} is not supported; use local or dask://HOST:PORT")
 
 
+def progress_reporter(progress: Callable | None) -> Callable[..., None]:
+    """A ``progress`` callback of the verbs as a ``(stage, done, total, what)`` callable: a no-op for None; a
+    callback that takes only ``(stage, done, total)`` (the form before ``what``) still gets those three."""
+    if progress is None:
+        return lambda stage, done, total, what="": None
+    import inspect
+
+    try:
+        inspect.signature(progress).bind("", 0, 0, "")
+    except TypeError:
+        return lambda stage, done, total, what="": progress(stage, done, total)
+    except ValueError:  # no signature to read (a builtin): the current form
+        pass
+    return progress
+
+
 def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, metric: Metric, *,
                      seed: int = 0, n_jobs: int = -1, executor: str | None = None,
-                     progress: Callable[[int, int], None] | None = None, store=None) -> list[FoldScores]:
+                     progress: Callable[[int, int, str], None] | None = None, store=None) -> list[FoldScores]:
     """Fit every candidate on every split (in parallel) and score it overall and per group.
 
     ``store`` (a ``trials.TrialStore``) supplies fits finished by an earlier, interrupted run and keeps
-    each new one as it completes.
+    each new one as it completes. ``progress(done, total, what)``: after each fit, ``what`` names the fit
+    the results now wait on ("lightgbm, fold 3/10"; the results come back in order).
     """
     from joblib import Parallel, delayed
 
@@ -143,12 +160,18 @@ def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, me
         par = Parallel(n_jobs=n_jobs if executor in (None, "", "local") else -1, return_as="generator")
         stream = par(delayed(_fit_fold)(clone(built[ci]), task.schema, candidates[ci].scale, task.X, task.y,
                                         *splits.indices[j], embeddings=embeddings) for ci, j in runnable)
+        def fit_name(k: int) -> str:  # the k-th fit, or the last one once all are done
+            ci, j = runnable[min(k, len(runnable) - 1)]
+            return f"{candidates[ci].name}, fold {j + 1}/{len(splits.indices)}"
+
+        if progress and runnable:
+            progress(0, len(runnable), fit_name(0))
         for k, res in enumerate(stream):
             results[runnable[k]] = res
             if store is not None:
                 store.save(keys[runnable[k][0]], runnable[k][1], res)
             if progress:
-                progress(k + 1, len(runnable))
+                progress(k + 1, len(runnable), fit_name(k + 1))
 
     masks = group_masks(task)
     out = []

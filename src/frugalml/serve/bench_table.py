@@ -29,6 +29,9 @@ def print_bench(result: dict, console) -> None:
         print_run(result["result"], result["kind"], console)
     if result.get("file"):
         console.print(f"written: {result['file']}")
+    if result.get("report") or result.get("report_error"):
+        console.print(f"report: {result['report']}" if result.get("report") else
+                      f"no report: {result['report_error']}")
 
 
 def print_run(r: dict, kind: str, console) -> None:

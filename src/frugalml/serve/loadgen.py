@@ -361,8 +361,26 @@ class _Run:
         await asyncio.gather(*tasks)
 
 
+def _run_label(config: BenchConfig, qps: float | None) -> str:
+    return f"qps {qps:g}: " if qps is not None else f"{config.scenario}: "
+
+
+async def _tick(run: _Run, config: BenchConfig, qps: float | None, t0: float, progress, every_s: float = 0.2):
+    """Report a run while it lasts: requests done of --num-requests, else seconds of --duration-s."""
+    head = _run_label(config, qps)
+    while True:
+        finished = len(run.shots) - run.in_flight
+        if config.num_requests is not None:
+            done, total = finished, config.num_requests
+        else:
+            done, total = min(_now() - t0, config.duration_s), config.duration_s
+        tail = f", {run.in_flight} in flight" if run.in_flight else ""
+        progress("run", done, total, f"{head}{finished} requests{tail}")
+        await asyncio.sleep(every_s)
+
+
 async def _run_once(url: str, headers: dict, trust_env: bool, payload: Payload, config: BenchConfig,
-                    qps: float | None) -> dict:
+                    qps: float | None, progress=None) -> dict:
     import httpx
 
     open_ended = config.scenario == "server" and not config.concurrency
@@ -383,6 +401,7 @@ async def _run_once(url: str, headers: dict, trust_env: bool, payload: Payload, 
         run = _Run(client, payload, config)
         cpu0, t0 = time.thread_time(), _now()
         window, deadline = config.duration_s, t0 + config.duration_s
+        ticker = asyncio.ensure_future(_tick(run, config, qps, t0, progress)) if progress else None
         if config.scenario == "single-stream":
             await run.closed_loop(deadline)
         elif config.scenario == "offline":
@@ -394,6 +413,10 @@ async def _run_once(url: str, headers: dict, trust_env: bool, payload: Payload, 
             await run.open_loop(t0, arrivals)
         elapsed = _now() - t0
         cpu = time.thread_time() - cpu0
+        if ticker is not None:
+            ticker.cancel()
+            total = config.num_requests if config.num_requests is not None else config.duration_s
+            progress("run", total, total, f"{_run_label(config, qps)}{len(run.shots)} requests")
     return bs.summarize(run.shots, elapsed, config, payload.kind, payload.rows_per_request, qps=qps, window_s=window,
                         cpu_s=cpu, max_in_flight=run.max_in_flight)
 
@@ -401,9 +424,13 @@ async def _run_once(url: str, headers: dict, trust_env: bool, payload: Payload, 
 # ---- the whole bench ----
 
 def bench(target: str | None = None, *, url: str | None = None, config: BenchConfig = BenchConfig(),
-          data: str | None = None, serve_config=None, out: str | Path | None = None) -> dict:
+          data: str | None = None, serve_config=None, out: str | Path | None = None, progress=None) -> dict:
     """Measure TARGET (served here for the run) or the server at ``url``; -> the bench.json dict, also written
-    into the run directory when TARGET is one, or to ``out`` (a folder, or a file ending in .json)."""
+    into the run directory when TARGET is one, or to ``out`` (a folder, or a file ending in .json).
+
+    ``progress(stage, done, total, what)``, optional: "start" while the server starts here, then "run" several
+    times a second during each run (requests done of ``num_requests``, else seconds of ``duration_s``; ``what``:
+    "qps 12.5: 340 requests" in the server scenario)."""
     from .app import ServeConfig, is_language_model, model_folder
     from .server import running
 
@@ -417,7 +444,11 @@ def bench(target: str | None = None, *, url: str | None = None, config: BenchCon
     with contextlib.ExitStack() as stack:
         in_process = url is None
         if in_process:
+            if progress:
+                progress("start", 0, 1, f"serving {target}")
             url = stack.enter_context(running(target, serve_config))
+            if progress:
+                progress("start", 1, 1, f"serving {target}")
         else:
             url = url.rstrip("/")
             if not url.startswith(("http://", "https://")):
@@ -427,7 +458,7 @@ def bench(target: str | None = None, *, url: str | None = None, config: BenchCon
         payload = _payload(kind, model, folder, data, config)
 
         def measure(qps):
-            return _run_async(lambda: _run_once(url, headers, trust_env, payload, config, qps))
+            return _run_async(lambda: _run_once(url, headers, trust_env, payload, config, qps, progress))
 
         result = {"frugalml_version": __version__, "command": "bench",
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "target": target, "url": url,
@@ -451,6 +482,14 @@ def bench(target: str | None = None, *, url: str | None = None, config: BenchCon
     if path is not None:
         _write_json(path, result)
         result["file"] = str(path)
+        if path.name == BENCH_FILE:  # in a run directory: its report shows the load next to what else it holds
+            from ..errors import FrugalError
+            from ..report.render import write_reports
+
+            try:
+                result["report"] = str(write_reports(path.parent))
+            except FrugalError as exc:  # the measurement stands; say why there is no page
+                result["report_error"] = str(exc)
     return result
 
 

@@ -14,16 +14,17 @@ import numpy as np
 from ..errors import DataError
 from ..evaluation import CostConfig, EnergyMeter, measure_cost, measure_peak_memory, resolve_metric
 from ..selection.reasons import compress_reason
+from ..report.decision_sections import DEFAULT_REQUESTS_PER_DAY
 from ..version import __version__
-from .run_dir import RunResult, check_options, machine_info, plain, prepare_out, write_run
+from .run_dir import RunResult, check_options, environment, machine_info, plain, prepare_out, write_run
 
 
 def compress(model, data, target: str | None = None, *, groups: list[str] | None = None, text: list[str] | None = None,
              techniques: list[str] | None = None, metric: str | None = None, tolerance: float = 0.01,
              alpha: float = 0.05, min_group_size: int = 30, cost_priority: str = "latency", seed: int = 0,
              n_boot: int = 2000, out: str | os.PathLike | None = None, overwrite: bool = False,
-             cost: CostConfig | None = None, chain: bool = True,
-             progress: Callable[[str, int, int], None] | None = None) -> RunResult:
+             cost: CostConfig | None = None, chain: bool = True, requests_per_day: int = DEFAULT_REQUESTS_PER_DAY,
+             progress: Callable[[str, int, int, str], None] | None = None) -> RunResult:
     """Find the cheapest compressed variant of a selected model whose quality holds, overall and per group.
 
     ``model``: a run directory of ``select`` or its ``model/`` folder, or a bare ONNX file (its inputs named as
@@ -37,7 +38,8 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     test: the family-wise error over everything tried is at most ``alpha``; see ``compression.confirm``).
     ``n_boot``: bootstrap draws of a confirmation (at least 2,000; screening uses 400 at most).
     ``chain``: also compress the variants that hold with techniques of a later stage (fewer trees, then
-    shallower; a pruned encoder, then int8).
+    shallower; a pruned encoder, then int8). ``requests_per_day``: the traffic the report's yearly savings are
+    counted at.
     """
     from sklearn.model_selection import train_test_split
 
@@ -49,11 +51,11 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     from ..compression.search import SearchConfig, search
     from ..data import prepare_frame, read_table
     from ..data.task import numeric_target, read_groups
-    from ..evaluation.quality import masks_of, model_outputs
+    from ..evaluation.quality import masks_of, model_outputs, progress_reporter
     from ..runtime.model_dir import META, load_pipeline
     from ..selection.decide import mark_pareto, recommend
 
-    check_options(2, 1, tolerance, alpha, min_group_size, cost_priority)
+    check_options(2, 1, tolerance, alpha, min_group_size, cost_priority, requests_per_day=requests_per_day)
     cost = cost or CostConfig()
     out_path = Path(out) if out is not None else None
     if out_path is not None:
@@ -105,25 +107,31 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     t0 = time.perf_counter()
     variants, records = search(pipeline, X.iloc[cal], y[cal], X.iloc[screen], y[screen],
                                {g: mask[screen] for g, mask in group_masks_.items()}, m, schema.task, n_classes,
-                               techniques, replace(scfg, n_boot=screen_boot(n_boot)), progress)
+                               techniques, replace(scfg, n_boot=screen_boot(n_boot)), progress_reporter(progress))
     search_s = time.perf_counter() - t0
 
     meter = EnergyMeter.create()
     artifacts = {}
+    report = progress_reporter(progress)  # (stage, done, total, what); a (stage, done, total) callback still works
     for k, (v, rec) in enumerate(zip(variants, records)):
+        report("cost", k, len(variants), f"measuring {v.name}")
         rec["cost"], artifacts[v.name] = measure_cost(v.pipeline, schema, X, cost, fit_s=0.0, meter=meter, seed=seed)
         rec.update(name=v.name, family=v.technique, interpretable=v.interpretable, pareto=False,
                    technique={"name": v.technique, "config": v.config, "chain": v.chain,
                               "session": session_setting(v.pipeline)})
-        if progress:
-            progress("cost", k + 1, len(variants))
+        report("cost", k + 1, len(variants), f"measuring {v.name}")
+    probing = f"{len(artifacts)} variants, a child process each" if cost.memory_probe and artifacts else None
+    if probing:
+        report("memory", 0, 1, probing)
     for name, mb in measure_peak_memory(artifacts, schema, X, cost, seed).items():
         next(r for r in records if r["name"] == name)["cost"]["peak_memory_mb"] = mb
+    if probing:
+        report("memory", 1, 1, probing)
     rank = {r["name"]: k for k, r in enumerate(records)}
     t0 = time.perf_counter()
     confirmed = confirm(records, lambda k: model_outputs(variants[k].pipeline, X.iloc[conf], n_classes), y[conf],
                         {g: mask[conf] for g, mask in group_masks_.items()}, m, schema.task, n_classes, scfg,
-                        cost_priority, rank, len(screen), progress)
+                        cost_priority, rank, len(screen), report)
     confirm_s = time.perf_counter() - t0
     mark_pareto(records, m)
     chosen = recommend(records, cost_priority, rank)
@@ -140,11 +148,11 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
                      "n_boot_confirm": confirmed["n_boot_confirm"], "error_control": ERROR_CONTROL,
                      "confirmation_order": confirmed["order"], "confirmation_stopped_at": confirmed["stopped_at"],
                      "techniques": techniques or "all that apply", "chain": chain, "search_s": search_s,
-                     "confirm_s": confirm_s, "cost": cost.to_json()},
+                     "confirm_s": confirm_s, "cost": cost.to_json(), "requests_per_day": requests_per_day},
         "data": {"source": source, "rows": len(y), "features": len(schema.columns), "target": target,
                  "model": str(model), "original_candidate": meta.get("candidate")},
         "energy": {"source": meter.source, "method": meter.method},
-        "machine": machine_info(),
+        "machine": machine_info(), "environment": environment(),
     })
     if out_path is not None:
         write_run(out_path, decision, schema, artifacts[chosen["name"]],

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..report import render_markdown
+from ..report.render import write_reports
 from ..runtime.model_dir import DeployedModel, load, save_model_dir
 from ..selection import COST_PRIORITIES
 from ..version import __version__
@@ -39,7 +39,8 @@ class RunResult:
         return load(self.run_dir)
 
 
-def check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority, stability_draws=0):
+def check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority, stability_draws=0,
+                  requests_per_day=1):
     if folds < 2:
         raise ConfigError(f"--folds must be at least 2, not {folds}")
     if repeats < 1:
@@ -52,6 +53,8 @@ def check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priorit
         raise ConfigError(f"--min-group-size must be at least 1, not {min_group_size}")
     if stability_draws < 0:
         raise ConfigError(f"--stability-draws must be zero (skip) or positive, not {stability_draws}")
+    if requests_per_day < 1:
+        raise ConfigError(f"--requests-per-day must be at least 1, not {requests_per_day}")
     if cost_priority not in COST_PRIORITIES:
         raise ConfigError(f"--cost-priority must be one of {', '.join(COST_PRIORITIES)}, not {cost_priority!r}")
 
@@ -66,6 +69,31 @@ def machine_info() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+PACKAGES = ("numpy", "scipy", "pandas", "scikit-learn", "lightgbm", "onnx", "onnxruntime", "skl2onnx", "onnxmltools",
+            "skops", "fairlearn", "codecarbon", "torch", "transformers", "dask", "distributed", "flaml")
+
+
+def environment() -> dict:
+    """What a bug report or an efficiency card needs: the machine, memory and the versions that make the numbers."""
+    from importlib import metadata
+
+    env = {"machine": machine_info(), "memory_gib": None, "packages": {},
+           "threads_env": {v: os.environ[v] for v in ("OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "MKL_NUM_THREADS")
+                           if os.environ.get(v)}}
+    try:
+        import psutil
+
+        env["memory_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        pass
+    for pkg in PACKAGES:
+        try:
+            env["packages"][pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            env["packages"][pkg] = None
+    return env
 
 
 def prepare_out(out: Path, overwrite: bool) -> None:
@@ -100,7 +128,7 @@ def write_run(out_path: Path, decision: dict, schema, art: dict, info: dict, fil
         for name, text in files.items():
             (tmp / name).write_text(text)
         (tmp / "decision.json").write_text(json.dumps(decision, indent=2))
-        (tmp / "report.md").write_text(render_markdown(decision))
+        write_reports(tmp)
         if trials is not None:
             os.replace(trials, tmp / "trials")
         commit(tmp, out_path)

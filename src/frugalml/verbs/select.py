@@ -16,12 +16,14 @@ from ..errors import ConfigError
 from ..evaluation import (CostConfig, EnergyMeter, evaluate_quality, group_masks, measure_cost, measure_peak_memory,
                           resolve_metric)
 from ..evaluation.metrics import default_metric
+from ..evaluation.quality import progress_reporter
 from ..evaluation.trials import TrialStore, data_fingerprint
 from ..selection import DecisionConfig, decide
 from ..selection.reasons import unstable_note
 from ..selection.stability import stability
+from ..report.decision_sections import DEFAULT_REQUESTS_PER_DAY
 from ..version import __version__
-from .run_dir import RunResult, check_options, machine_info, plain, prepare_out, write_run
+from .run_dir import RunResult, check_options, environment, machine_info, plain, prepare_out, write_run
 
 
 def _resolve_candidates(kind: str, candidates, text: bool = False) -> list[Candidate]:
@@ -73,10 +75,14 @@ def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, se
         done = par(delayed(refit_deployable)(est, t.schema, scale, t.X, t.y, seed,
                                              embed_distinct([est], t.X, t.schema.text))  # the folds' embeddings
                    for est, scale in todo.values())
+        names = list(todo)
+        if names:
+            report("refit", 0, len(names), names[0])
         for k, (name, res) in enumerate(zip(todo, done)):
             refits[name] = res
-            report("refit", k + 1, len(todo))
+            report("refit", k + 1, len(todo), names[min(k + 1, len(names) - 1)])
     for k, fs in enumerate(ok):
+        report("cost", k, len(ok), f"measuring {fs.name}")
         if fs.name in refits:
             pipe, art = refits.pop(fs.name)
             costs[fs.name], artifacts[fs.name] = measure_cost(pipe, t.schema, t.X, cost, fit_s=fs.fit_s, meter=meter,
@@ -84,12 +90,17 @@ def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, se
             if store is not None:
                 store.save_cost(keys[fs.name], context, costs[fs.name], artifacts[fs.name])
         costs[fs.name]["fit_s"] = fs.fit_s
-        report("cost", k + 1, len(ok))
+        report("cost", k + 1, len(ok), f"measuring {fs.name}")
     unmeasured = {name: art for name, art in artifacts.items() if not np.isfinite(costs[name]["peak_memory_mb"])}
+    probing = f"{len(unmeasured)} candidates, a child process each" if cost.memory_probe and unmeasured else None
+    if probing:
+        report("memory", 0, 1, probing)
     for name, mb in measure_peak_memory(unmeasured, t.schema, t.X, cost, seed).items():
         costs[name]["peak_memory_mb"] = mb
         if store is not None and np.isfinite(mb):
             store.update_cost(keys[name], context, costs[name])
+    if probing:
+        report("memory", 1, 1, probing)
     return costs, artifacts, meter
 
 
@@ -101,7 +112,8 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
            candidates: list | None = None, out: str | os.PathLike | None = None, overwrite: bool = False,
            resume: bool = False,
            executor: str | None = None, n_jobs: int = -1, cost: CostConfig | None = None,
-           progress: Callable[[str, int, int], None] | None = None) -> RunResult:
+           requests_per_day: int = DEFAULT_REQUESTS_PER_DAY,
+           progress: Callable[[str, int, int, str], None] | None = None) -> RunResult:
     """Select the thinnest candidate on par with the best, overall and in every group; see PRODUCT.md.
 
     ``candidates``: registered names restrict the ladder to those; ``Candidate`` objects and estimator
@@ -111,8 +123,9 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     ``strict_groups``: a group too small to show non-inferiority rejects a candidate (by default only a group
     that shows harm does). ``allow_baseline``: the constant baseline may be recommended.
     ``stability_draws``: bootstrap draws of the rows for the decision's stability (docs/statistics.md).
+    ``requests_per_day``: the traffic the report's yearly savings are counted at.
     """
-    check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority, stability_draws)
+    check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority, stability_draws, requests_per_day)
     cost = cost or CostConfig()
     out_path = Path(out) if out is not None else None
     if out_path is not None:
@@ -128,7 +141,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
         metric_why = metric_why or "the default for the task"
     m = resolve_metric(metric, t.kind, n_classes)
     splits = make_splits(t, folds, repeats, seed)
-    report = progress or (lambda stage, done, total: None)
+    report = progress_reporter(progress)  # (stage, done, total, what); a (stage, done, total) callback still works
 
     store = None
     if out_path is not None:
@@ -138,7 +151,8 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
             shutil.copytree(finished, pending)  # copy: the finished run stays whole if this one fails
         store = TrialStore(pending, data_fingerprint(t, splits), resume)
     fold_scores = evaluate_quality(t, chosen, splits, m, seed=seed, n_jobs=n_jobs, executor=executor,
-                                   progress=lambda done, total: report("fit", done, total), store=store)
+                                   progress=lambda done, total, what="": report("fit", done, total, what),
+                                   store=store)
     costs, artifacts, meter = _measure_costs(t, chosen, fold_scores, cost, seed, store, executor, n_jobs, report)
 
     masks = group_masks(t)
@@ -147,11 +161,11 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     result = decide(m, fold_scores, costs, chosen, sizes, splits.test_train_ratio, dcfg)
     stable = None
     if stability_draws:
-        report("stability", 0, 1)
+        report("stability", 0, 1, f"{stability_draws} draws of the rows")
         stable = stability(fold_scores, splits, t.y, masks, m, t.kind, n_classes,
                            lambda fs: decide(m, fs, costs, chosen, sizes, splits.test_train_ratio, dcfg)["recommended"],
                            result["recommended"], draws=stability_draws, seed=seed)
-        report("stability", 1, 1)
+        report("stability", 1, 1, f"{stability_draws} draws of the rows")
     result["reason"] += unstable_note(stable, result["recommended"])
     if skipped:
         result["reason"] += f" Not tried, as packages are missing: {'; '.join(skipped.values())}."
@@ -164,13 +178,13 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
                      "min_group_size": min_group_size, "cost_priority": cost_priority,
                      "strict_groups": strict_groups, "allow_baseline": allow_baseline,
                      "metric_choice": metric_why, "left_out": skipped,
-                     "cost": cost.to_json()},
+                     "cost": cost.to_json(), "requests_per_day": requests_per_day},
         "data": {"source": t.source, "rows": t.n_rows, "features": len(t.schema.columns), "target": t.schema.target,
                  "numeric": t.schema.numeric, "categorical": t.schema.categorical, "text": t.schema.text,
                  "classes": t.schema.classes,
                  "dropped_rows": t.dropped_rows, "dropped_columns": t.dropped_columns},
         "energy": {"source": meter.source, "method": meter.method},
-        "machine": machine_info(),
+        "machine": machine_info(), "environment": environment(),
     }
     decision = plain(decision)
     if out_path is None:

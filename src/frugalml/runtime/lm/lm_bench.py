@@ -74,13 +74,19 @@ def speed_prompts(cfg: BenchConfig) -> dict[str, list[str]]:
     return slices
 
 
-def measure_speed(engine: Engine, slices: dict[str, list[str]], cfg: BenchConfig) -> dict:
+def _no_progress(stage: str, done: float, total: float, what: str = "") -> None:
+    return None
+
+
+def measure_speed(engine: Engine, slices: dict[str, list[str]], cfg: BenchConfig, progress=_no_progress) -> dict:
     runs = []
-    for name, texts in slices.items():
-        for text in texts:
-            ids = engine.encode(text)
-            g, stats = engine.generate(ids, cfg.new_tokens)
-            runs.append({"slice": name, "prompt": ids, "gen": g, "stats": stats})
+    todo = [(name, text) for name, texts in slices.items() for text in texts]
+    for k, (name, text) in enumerate(todo):
+        progress("batch-1", k, len(todo), f"prompt {k + 1}/{len(todo)} ({name})")
+        ids = engine.encode(text)
+        g, stats = engine.generate(ids, cfg.new_tokens)
+        runs.append({"slice": name, "prompt": ids, "gen": g, "stats": stats})
+    progress("batch-1", len(todo), len(todo), f"{len(todo)} prompts")
     prompt_tokens = sum(len(r["prompt"]) for r in runs)
     prefill_s = sum(r["gen"].prefill_s for r in runs)
     decode_s = [t for r in runs for t in r["gen"].decode_s]
@@ -121,17 +127,19 @@ def measure_batch(engine: Engine, slices: dict[str, list[str]], cfg: BenchConfig
 
 
 def measure_hf(source: str, engine: Engine, slices: dict[str, list[str]], cfg: BenchConfig,
-               our_tokens: list[list[int]]) -> dict:
+               our_tokens: list[list[int]], progress=_no_progress) -> dict:
     """transformers' generate (float32, its default cache) on the same weights, prompts and threads."""
     from .loading import load_hf_reference
 
+    progress("baseline", 0, 1, f"loading {source} in transformers")
     hf = load_hf_reference(source)
     eos = getattr(engine.tokenizer, "eos_token_id", None)
     times, ttfts, tokens, same = [], [], 0, []
     runs = [engine.encode(t) for ts in slices.values() for t in ts]
     with torch.inference_mode():
         hf.generate(torch.tensor([runs[0]]), max_new_tokens=4, do_sample=False, pad_token_id=eos or 0)
-        for ids, ours in zip(runs, our_tokens):
+        for k, (ids, ours) in enumerate(zip(runs, our_tokens)):
+            progress("baseline", k, len(runs), f"prompt {k + 1}/{len(runs)}")
             x = torch.tensor([ids])
             ttfts.append(_timed(lambda: hf.generate(x, max_new_tokens=1, do_sample=False, pad_token_id=eos or 0)))
             t0 = time.perf_counter()
@@ -141,6 +149,7 @@ def measure_hf(source: str, engine: Engine, slices: dict[str, list[str]], cfg: B
             tokens += len(out)
             k = min(len(out), len(ours))
             same.append(out[:k] == ours[:k])
+    progress("baseline", len(runs), len(runs), f"{len(runs)} prompts")
     return {"name": "transformers generate (float32)", "end_to_end_tokens_per_s": tokens / sum(times),
             "decode_tokens_per_s": (tokens - len(runs)) / (sum(times) - sum(ttfts)),
             "ttft_ms": 1000 * statistics.median(ttfts), "generated_tokens": tokens,
@@ -148,21 +157,27 @@ def measure_hf(source: str, engine: Engine, slices: dict[str, list[str]], cfg: B
 
 
 def bench_lm(source: str, engine_cfg: EngineConfig = EngineConfig(), cfg: BenchConfig = BenchConfig(),
-             progress=lambda msg: None) -> dict:
+             progress=_no_progress) -> dict:
+    """``progress(stage, done, total, what)``: stage "load", "batch-1" (per prompt: "prompt 3/8 (qa)"),
+    "batched", "baseline" (per prompt), "quality" (per prompt, then perplexity)."""
+    progress = progress or _no_progress
     cfg.check()
     engine_cfg.check()
     if cfg.baseline == "hf":  # before minutes of measuring
         need("transformers", "--baseline hf", "lm")
     torch.set_num_threads(cfg.threads)
-    progress(f"loading {source} ({engine_cfg.label})")
+    loading = f"{source} ({engine_cfg.label})"
+    progress("load", 0, 1, loading)
     engine = Engine.load(source, engine_cfg)
     slices = speed_prompts(cfg)
     engine.generate(engine.encode(slices["qa"][0]), 4)  # warm-up
-    progress("timing batch-1 generation")
+    progress("load", 1, 1, loading)
     has_peak = reset_peak()
-    speed = measure_speed(engine, slices, cfg)
+    speed = measure_speed(engine, slices, cfg, progress)
     peak = rss_mb()[1] if has_peak else float("nan")
+    progress("bandwidth", 0, 1, f"reading 512 MiB with {cfg.threads} threads")
     bandwidth = memory_bandwidth_gb_s(cfg.threads)
+    progress("bandwidth", 1, 1, f"{bandwidth:.1f} GB/s")
     torch.set_num_threads(cfg.threads)
     weights = weight_bytes(engine.model)
     result = {
@@ -175,21 +190,21 @@ def bench_lm(source: str, engine_cfg: EngineConfig = EngineConfig(), cfg: BenchC
         "roofline_fraction": speed["decode_tokens_per_s"] * weights / (bandwidth * 1e9),
     }
     if cfg.batch > 1:
-        progress(f"timing {cfg.batch} concurrent requests")
+        batching = f"{4 * cfg.batch} requests, {cfg.batch} at once"
+        progress("batched", 0, 1, batching)
         result["batched"] = measure_batch(engine, slices, cfg)
+        progress("batched", 1, 1, batching)
         batched = result["batched"]
         batched["ratio_to_batch1"] = batched["decode_ratio_to_batch1"] = None
         if not engine_cfg.speculative:  # the batch engine does not speculate: no like-for-like batch-1 rate then
             batched["ratio_to_batch1"] = batched["total_tokens_per_s"] / speed["end_to_end_tokens_per_s"]
             batched["decode_ratio_to_batch1"] = batched["decode_tokens_per_s"] / speed["decode_tokens_per_s"]
     if cfg.baseline == "hf":
-        progress("timing transformers generate")
-        base = measure_hf(source, engine, slices, cfg, speed["tokens"])
+        base = measure_hf(source, engine, slices, cfg, speed["tokens"], progress)
         base["ratio"] = speed["end_to_end_tokens_per_s"] / base["end_to_end_tokens_per_s"]
         result["baseline"] = base
     if cfg.quality:
-        progress("measuring quality against the unoptimised model")
-        result["quality"] = measure_quality(source, engine, cfg)
+        result["quality"] = measure_quality(source, engine, cfg, progress)
     return _finite(result)
 
 
@@ -204,17 +219,19 @@ def _finite(x):
     return x
 
 
-def measure_quality(source: str, engine: Engine, cfg: BenchConfig) -> dict:
+def measure_quality(source: str, engine: Engine, cfg: BenchConfig, progress=_no_progress) -> dict:
     from .prompts import HELDOUT_SOURCE, heldout_text
     from .quality import perplexity, quality_report
 
     c = engine.config
     optimised = c.quantize or c.dtype != "float32" or c.pack
     if not optimised and not c.speculative:  # the reference itself: nothing to compare, perplexity alone
+        progress("quality", 0, 1, "perplexity of the reference")
         ids = [int(i) for i in engine.tokenizer.encode(heldout_text())][:1536]
         return {"perplexity_text_source": HELDOUT_SOURCE, "perplexity_text_tokens": len(ids),
                 "perplexity_reference": perplexity(engine.model, ids, 256)}
     # the reference: fp32 weights, not packed (packing changes only the summation order; measured, not assumed)
+    progress("quality", 0, 1, "loading the float32 reference")
     reference = Engine.load(source, EngineConfig(pack=False)).model if optimised else engine.model
     acceptance = None
     if c.speculative:
@@ -225,4 +242,5 @@ def measure_quality(source: str, engine: Engine, cfg: BenchConfig) -> dict:
     if cfg.user_prompts:
         slices = {**PROMPTS, "user": list(cfg.user_prompts)}
     return quality_report(reference, engine.model, engine.tokenizer, new_tokens=min(cfg.new_tokens, 32),
-                          slices=slices, acceptance=acceptance)
+                          slices=slices, acceptance=acceptance,
+                          progress=lambda done, total, what: progress("quality", done, total, what))

@@ -104,20 +104,27 @@ def _pick_slices(slices) -> dict[str, Sequence[str]]:
 def quality_report(reference, candidate, tokenizer, *, new_tokens: int = 32,
                    slices: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
                    acceptance: Callable[[list[int]], float] | None = None,
-                   perplexity_max_tokens: int = 1024, perplexity_window: int = 256) -> dict:
+                   perplexity_max_tokens: int = 1024, perplexity_window: int = 256,
+                   progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Candidate against reference, per prompt slice and overall, plus perplexity of both on held-out text.
 
     ``slices``: names from ``prompts.PROMPTS`` or a mapping name -> prompts (default: every built-in slice).
     ``acceptance``: prompt ids -> acceptance rate of a speculative method; averaged per slice when given.
     Per slice and "overall": prompts, positions, top1_agreement_fraction, kl_mean_nats (position-weighted),
     kl_max_nats [, acceptance_rate_mean]; perplexity_ratio is candidate / reference.
+    ``progress(done, total, what)``: per prompt ("prompt 3/26 (qa)"), then the perplexity (one more step).
     """
     eos_id = getattr(tokenizer, "eos_token_id", None)
     report: dict = {"new_tokens_max": new_tokens, "slices": {}}
     every, every_rate = [], []  # each prompt's next_token_agreement; each acceptance rate
-    for name, prompts in _pick_slices(slices).items():
+    picked = _pick_slices(slices)
+    total, done = sum(len(p) for p in picked.values()) + 1, 0
+    for name, prompts in picked.items():
         rows, rates = [], []
         for text in prompts:
+            if progress:
+                progress(done, total, f"prompt {done + 1}/{total - 1} ({name})")
+            done += 1
             ids = encode_prompt(tokenizer, text)
             rows.append(next_token_agreement(reference, candidate, ids, new_tokens, eos_id))
             if acceptance is not None:
@@ -128,12 +135,16 @@ def quality_report(reference, candidate, tokenizer, *, new_tokens: int = 32,
         every += rows
         every_rate += rates
     report["overall"] = _summary(every, every_rate if acceptance is not None else None)
+    if progress:
+        progress(done, total, "perplexity on held-out text")
     ids = [int(i) for i in tokenizer.encode(heldout_text())][:perplexity_max_tokens]
     ppl_ref = perplexity(reference, ids, perplexity_window)
     ppl_cand = perplexity(candidate, ids, perplexity_window)
     report.update({"perplexity_text_source": HELDOUT_SOURCE, "perplexity_text_tokens": len(ids),
                    "perplexity_window_tokens": perplexity_window, "perplexity_reference": ppl_ref,
                    "perplexity_candidate": ppl_cand, "perplexity_ratio": ppl_cand / ppl_ref})
+    if progress:
+        progress(total, total, "perplexity on held-out text")
     return report
 
 

@@ -176,7 +176,7 @@ def test_the_markdown_states_the_same_facts(runs):
             assert words[word] in html_cell, (md_row[0], md_cell, html_cell)
     # the efficiency card, verbatim in both, naming the decision and the environment
     card = efficiency_card(d)
-    assert card in md and card in html.replace("&#39;", "'").replace("&#34;", '"').replace("&amp;", "&")
+    assert card in md and card in html and read(runs["select"], "efficiency_card.md") == card + "\n".replace("&#39;", "'").replace("&#34;", '"').replace("&amp;", "&")
     assert f"**Decision**: {d['recommended']}" in card and "scikit-learn" in card and d["machine"]["cpu"] in card
 
 

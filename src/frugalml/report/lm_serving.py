@@ -188,8 +188,8 @@ def _lm_paragraphs(rs: list[dict], labels: list[str], base: int | None) -> list[
         f"({_words(labels)}) {machine}"
         + (f": {prompts} from the built-in prompt set, one slice per task, greedy." if prompts else ".")
         + " Decode tokens/s is the batch-1 rate after the first token; time to first token (TTFT) is a prompt's "
-        "prefill time, its median over the prompts; time per output token (TPOT) is each later token's time, "
-        "p50 and p99 over every token generated. bench-lm records TTFT's median only, not its p99.")
+        "prefill time, its median and p99 over the prompts; time per output token (TPOT) is each later token's time, "
+        "p50 and p99 over every token generated.")
     if len(where) > 1:
         paras.append("The options did not all run on the same machine and threads ("
                      + "; ".join(f"{lab}: {r.get('machine') or '?'}, {r.get('threads', '?')} threads"
@@ -330,17 +330,23 @@ def _lm_latency(rs, labels, fid) -> Figure | None:
                                                for k in ("ttft_ms", "tpot_ms_p50", "tpot_ms_p99"))]
     if not idx:
         return None
-    finding = [f"{labels[i]} {num(rs[i].get('ttft_ms'))} ms to the first token, then "
-               f"{num(rs[i].get('tpot_ms_p50'))} ms per token (p99 {num(rs[i].get('tpot_ms_p99'))} ms)" for i in idx]
-    alt = "Time to first token (p50) and time per output token (p50, p99), batch 1: " + "; ".join(finding) + "."
+    finding = [f"{labels[i]} {num(rs[i].get('ttft_ms'))} ms to the first token (p99 {num(rs[i].get('ttft_ms_p99'))} "
+               f"ms), then {num(rs[i].get('tpot_ms_p50'))} ms per token (p99 {num(rs[i].get('tpot_ms_p99'))} ms)"
+               for i in idx]
+    alt = "Time to first token and time per output token (p50, p99), batch 1: " + "; ".join(finding) + "."
     n = len(idx)
     with figure(6.4, max(2.0, 0.45 * n + 1.3), ncols=2) as (fig, axes):
         left, right = axes[0][0], axes[0][1]
         for y, i in enumerate(idx):
             r, st = rs[i], _style(i)
-            ttft = _finite(r.get("ttft_ms"))
+            ttft, ttft99 = _finite(r.get("ttft_ms")), _finite(r.get("ttft_ms_p99"))
+            if ttft is not None and ttft99 is not None:
+                left.plot([ttft, ttft99], [y, y], color=st["color"], lw=1.5, gid=point_id(fid, f"{labels[i]} ttft"))
             if ttft is not None:
                 left.plot([ttft], [y], ls="none", ms=7, gid=point_id(fid, f"{labels[i]} ttft p50"), **st)
+            if ttft99 is not None:
+                left.plot([ttft99], [y], ls="none", ms=7, mfc="white", gid=point_id(fid, f"{labels[i]} ttft p99"),
+                          **st)
             p50, p99 = _finite(r.get("tpot_ms_p50")), _finite(r.get("tpot_ms_p99"))
             if p50 is not None and p99 is not None:
                 right.plot([p50, p99], [y, y], color=st["color"], lw=1.5, gid=point_id(fid, f"{labels[i]} tpot"))
@@ -349,7 +355,7 @@ def _lm_latency(rs, labels, fid) -> Figure | None:
             if p99 is not None:
                 right.plot([p99], [y], ls="none", ms=7, mfc="white", gid=point_id(fid, f"{labels[i]} tpot p99"),
                            **st)
-        for ax, title in ((left, "TTFT p50 (ms)"), (right, "TPOT ms: p50 filled, p99 hollow")):
+        for ax, title in ((left, "TTFT ms: p50 filled, p99 hollow"), (right, "TPOT ms: p50 filled, p99 hollow")):
             ax.set_yticks(range(n))
             ax.set_yticklabels([labels[i] for i in idx] if ax is left else [""] * n)
             ax.set_ylim(-0.6, n - 0.4)
@@ -358,10 +364,11 @@ def _lm_latency(rs, labels, fid) -> Figure | None:
             ax.set_xlabel(title)
             ax.grid(axis="x", alpha=0.3)
         svg = to_svg(fig, fid, alt)
-    table = Table(["option", "TTFT p50 ms", "TPOT p50 ms", "TPOT p99 ms"],
-                  [[labels[i], num(rs[i].get("ttft_ms")), num(rs[i].get("tpot_ms_p50")),
+    table = Table(["option", "TTFT p50 ms", "TTFT p99 ms", "TPOT p50 ms", "TPOT p99 ms"],
+                  [[labels[i], num(rs[i].get("ttft_ms")), num(rs[i].get("ttft_ms_p99")), num(rs[i].get("tpot_ms_p50")),
                     num(rs[i].get("tpot_ms_p99"))] for i in idx],
-                  caption="Batch 1; TTFT: median prefill time of a prompt; TPOT: over every token after the first")
+                  caption="Batch 1; TTFT: prefill time of a prompt (p99 over a few prompts is about the slowest); "
+                  "TPOT: over every token after the first")
     return Figure(fid, "Time to first token and time per output token", svg, alt, table)
 
 

@@ -21,7 +21,7 @@ from .markdown import how_measured, render_markdown
 from .page import Section, section_markdown
 
 DECISION, BENCH, BENCH_LM = "decision.json", "bench.json", "bench_lm.json"
-HTML, MARKDOWN = "report.html", "report.md"
+HTML, MARKDOWN, CARD = "report.html", "report.md", "efficiency_card.md"
 # what a decision must hold for this version to draw it; a run written before these existed is refused
 NEEDED = {"command": (), "metric": (), "recommended": (), "best": (), "tolerance": (), "higher_is_better": (),
           "candidates": (), "settings": ("alpha", "cost_priority", "seed", "cost"), "data": ("source", "rows"),
@@ -179,9 +179,12 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def write_reports(path: str | os.PathLike, requests_per_day: int | None = None) -> Path:
-    """(Re)write report.html and report.md of the run directory ``path``; -> the path of report.html."""
+    """(Re)write report.html, report.md and (for a decision) efficiency_card.md of the run directory ``path``;
+    -> the path of report.html."""
     run = read_run(path)
     html, md = render(run, requests_per_day)
+    if run.decision is not None:
+        atomic_write(run.path / CARD, efficiency_card(run.decision) + "\n")
     atomic_write(run.path / MARKDOWN, md)
     atomic_write(run.path / HTML, html)
     return run.path / HTML

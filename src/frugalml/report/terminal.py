@@ -67,7 +67,7 @@ def print_lm_bench(r: dict, console=None) -> None:
               f"{f(r['roofline_fraction'], '.0%')} of the roofline ({f(r['roofline_tokens_per_s'])} tokens/s: "
               f"{r['weight_bytes_per_token'] / 1e6:.3g} MB per token at {f(r['bandwidth_gb_s'])} GB/s)")
     t.add_row("prefill tokens/s", f(r["prefill_tokens_per_s"]), f"{r['prompt_tokens']} prompt tokens, {r['prompts']} prompts")
-    t.add_row("time to first token ms (p50)", f(r["ttft_ms"]), "")
+    t.add_row("time to first token ms p50 / p99", f"{f(r['ttft_ms'])} / {f(r.get('ttft_ms_p99'))}", "")
     t.add_row("time per output token ms p50 / p99", f"{f(r['tpot_ms_p50'])} / {f(r['tpot_ms_p99'])}", "")
     t.add_row("end-to-end tokens/s", f(r["end_to_end_tokens_per_s"]), f"{r['generated_tokens']} tokens generated")
     if "acceptance_rate" in r:

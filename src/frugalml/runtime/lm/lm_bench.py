@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ...errors import ConfigError, need
+from ...version import __version__
 from .batching import BatchEngine, Request
 from .engine import Engine, EngineConfig
 from ..memory import reset_peak, rss_mb
@@ -95,6 +96,8 @@ def measure_speed(engine: Engine, slices: dict[str, list[str]], cfg: BenchConfig
         "prompts": len(runs), "prompt_tokens": prompt_tokens, "generated_tokens": tokens,
         "prefill_tokens_per_s": prompt_tokens / prefill_s,
         "ttft_ms": 1000 * statistics.median(r["gen"].prefill_s for r in runs),
+        # p99 over the prompts timed: with a few prompts, the slowest one's prefill
+        "ttft_ms_p99": 1000 * float(np.percentile([r["gen"].prefill_s for r in runs], 99)),
         "tpot_ms_p50": 1000 * float(np.percentile(decode_s, 50)) if decode_s else float("nan"),
         "tpot_ms_p99": 1000 * float(np.percentile(decode_s, 99)) if decode_s else float("nan"),
         "decode_tokens_per_s": len(decode_s) / sum(decode_s) if decode_s else float("nan"),
@@ -181,7 +184,10 @@ def bench_lm(source: str, engine_cfg: EngineConfig = EngineConfig(), cfg: BenchC
     torch.set_num_threads(cfg.threads)
     weights = weight_bytes(engine.model)
     result = {
-        "model": source, "engine": engine_cfg.to_json(), "label": engine_cfg.label, "threads": cfg.threads,
+        "frugalml_version": __version__, "model": source, "engine": engine_cfg.to_json(), "label": engine_cfg.label,
+        "threads": cfg.threads, "settings": {"new_tokens": cfg.new_tokens, "prompts_per_slice": cfg.prompts_per_slice,
+                                             "batch": cfg.batch, "baseline": cfg.baseline,
+                                             "user_prompts": len(cfg.user_prompts)},
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {platform.processor() or ''}".strip(", "),
         "load_s": engine.timings["load_s"], "compile_s": engine.compile_s,
         **{k: v for k, v in speed.items() if k != "tokens"},

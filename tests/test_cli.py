@@ -77,6 +77,11 @@ def test_demo_runs_end_to_end(tmp_path):
     d = json.loads((tmp_path / "demo" / "decision.json").read_text())
     assert len(d["candidates"]) >= 8 and d["groups"] == ["religious", "age_band"]
     assert "recommended" in res.stdout and "predictions for 3 rows" in res.stdout
+    # it ends with the report a person opens, and no library warning reached the screen
+    last = res.stdout.strip().splitlines()[-1]
+    assert last == f"open the report: {(tmp_path / 'demo' / 'report.html').resolve()}"
+    assert "<svg" in (tmp_path / "demo" / "report.html").read_text()
+    assert "Warning" not in res.stderr
 
 
 def test_parquet_input_and_rows_without_target(tmp_path, capsys):

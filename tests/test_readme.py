@@ -7,6 +7,12 @@ Commands are taken from README.md when the tests are collected, so an edited REA
 reads a run directory another writes (``compress runs/rf``, ``frugalml.load("runs/fair")``) runs that one first.
 Timings on the 2-core machine (loaded): list 1.5 s, env 3 s; every other command 20 to 80 s and bench-lm minutes,
 so those are marked slow.
+
+Every ``frugal`` line of the README and of ``docs/*.md`` is also parsed against the CLI itself, without running
+it (``test_documented_command_parses``, fast: 0.1 s a line): its verb must exist and its options and arguments
+must parse, so the pages cannot drift from the CLI. Code blocks in the language ``console`` hold commands that
+need something the tests do not start (a Dask cluster): they are parsed, never run. Output goes in ``text``
+blocks, which are neither parsed nor run.
 """
 
 from __future__ import annotations
@@ -33,19 +39,23 @@ def code_blocks(text: str) -> list[tuple[str, str]]:
     return re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
 
 
-def shell_lines(text: str) -> list[str]:
+RUN_LANGS = ("", "sh", "bash", "shell")  # blocks whose commands are run as written
+PARSE_LANGS = RUN_LANGS + ("console",)  # blocks whose commands are parsed (console: not run, see the docstring)
+
+
+def shell_lines(text: str, langs: tuple[str, ...] = RUN_LANGS) -> list[str]:
     """The command lines of the shell blocks (blocks without a language), comments and blank lines left out."""
     lines = []
     for lang, body in code_blocks(text):
-        if lang in ("", "sh", "bash", "shell"):
+        if lang in langs:
             lines += [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     return lines
 
 
-def frugal_commands(text: str) -> list[list[str]]:
+def frugal_commands(text: str, langs: tuple[str, ...] = RUN_LANGS) -> list[list[str]]:
     """Each ``.venv/bin/frugal ...`` line as arguments (a trailing ``# comment`` dropped)."""
     out = []
-    for line in shell_lines(text):
+    for line in shell_lines(text, langs):
         args = shlex.split(line, comments=True)
         if args and Path(args[0]).name == "frugal":
             out.append(args[1:])
@@ -75,6 +85,71 @@ def test_readme_has_commands_and_its_make_lines_are_makefile_targets():
     assert make, "the README names no make target"
     for args in make:
         assert args[1] in targets and args[1] in phony, f"README's `{' '.join(args)}`: no such Makefile target"
+
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTED = list(dict.fromkeys((page.relative_to(ROOT).as_posix(), tuple(args)) for page in PAGES
+                                for args in frugal_commands(page.read_text(), PARSE_LANGS)))
+
+
+def usage_error() -> type[Exception]:
+    """click's UsageError, the base of what a command line that does not parse raises (NoSuchOption,
+    BadParameter, MissingParameter), from the click typer runs on (typer 0.29 ships its own copy)."""
+    import typer
+
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def parse_frugal(args: list[str]) -> None:
+    """Parse ``frugal ARGS`` as the CLI would, without running it: UsageError (an unknown verb or option, a
+    missing argument, a value of the wrong type) if it does not parse. A trailing ``&`` (a line started in the
+    background) is the shell's, not frugal's."""
+    import typer
+
+    from frugalml.cli import app
+
+    args = args[:-1] if args and args[-1] == "&" else args
+    commands = getattr(typer.main.get_command(app), "commands", {})
+    if not args or args[0] not in commands:
+        raise usage_error()(f"no such command {args[0] if args else ''!r}; frugal has {', '.join(commands)}")
+    try:  # make_context parses and converts every parameter; the command's callback is never invoked
+        commands[args[0]].make_context("frugal " + args[0], list(args[1:]), resilient_parsing=False)
+    except typer.Exit:  # an eager option (--help) stopped parsing once it parsed
+        pass
+
+
+@pytest.mark.parametrize("page,args", [pytest.param(page, list(args), id=f"{page}: {command_id(list(args))}")
+                                       for page, args in DOCUMENTED])
+def test_documented_command_parses(page, args):
+    """Every ``frugal`` line of the README and docs/ names a verb the CLI has, with options and arguments it
+    accepts (quick: nothing runs)."""
+    try:
+        parse_frugal(args)
+    except usage_error() as exc:
+        pytest.fail(f"{page}: `{command_id(args)}` does not parse: {exc.format_message()}", pytrace=False)
+
+
+def test_parse_check_catches_mistakes_and_the_pages_show_every_verb(capsys):
+    """The check above fails on what it is there to catch; every verb is shown on some page."""
+    import typer
+
+    from frugalml.cli import app
+
+    verbs = set(typer.main.get_command(app).commands)
+    shown = {args[0] for _, args in DOCUMENTED}
+    assert verbs - shown - {"demo"} == set(), "no page shows these verbs"  # demo: `make demo` runs it
+    parse_frugal(["select", "builtin:fair", "--group", "religious", "--out", "runs/x"])
+    parse_frugal(["serve", "runs/fair", "&"])
+    parse_frugal(["select", "--help"])  # an eager option parses, though the required DATA is missing
+    assert "Usage: frugal select" in capsys.readouterr().out
+    for wrong in (["select", "builtin:fair", "--gruop", "religious"],  # a misspelled option
+                  ["compress", "runs/rf", "--tolerance", "0.02"],  # a required option left out (--data)
+                  ["select", "builtin:fair", "--folds", "five"],  # a value of the wrong type
+                  ["generate", "builtin:smollm2"],  # a required argument left out
+                  ["list", "extra"],  # an argument too many
+                  ["selct", "builtin:fair"]):  # a misspelled verb
+        with pytest.raises(usage_error()):
+            parse_frugal(wrong)
 
 
 class Workdir:
@@ -143,6 +218,7 @@ def _assert_run_dir(run: Path, command: str, validate_decision) -> dict:
     assert decision["command"] == command
     assert (run / "report.md").read_text().strip()
     assert (run / "model" / "meta.json").exists() and (run / "model" / "model.skops").exists()
+    assert (run / "report.html").read_text().strip()
     if command == "select":
         assert (run / "folds.json").exists() and (run / "trials").is_dir()
     import frugalml
@@ -180,6 +256,12 @@ def test_readme_command_runs_as_written(args, workdir, validate_decision):
             assert (workdir.path / args[1] / "bench.json").exists()
     elif verb == "bench-lm":
         assert "tokens/s" in res.stdout, res.stdout[-2000:]
+        if out_dir(args):  # --out: the result joins the folder's bench_lm.json, and its report is written
+            assert (workdir.path / out_dir(args) / "bench_lm.json").exists()
+            assert (workdir.path / out_dir(args) / "report.html").read_text().strip()
+    elif verb == "report":
+        for name in ("report.html", "report.md"):
+            assert (workdir.path / args[1] / name).read_text().strip(), f"{args[1]}/{name} is empty"
     elif verb == "list":
         from frugalml.candidates import CANDIDATES
         from frugalml.compression import TECHNIQUES

@@ -88,37 +88,58 @@ def decision_section(d: dict, requests_per_day: int) -> Section:
     if stab:
         paras.append(f"Stability: the same recommendation in {100 * stab['same_recommendation']:.0f}% of "
                      f"{stab['draws']} resamplings of the rows.")
-    rows, year = [], []
-    for key, (label, unit) in COSTS.items():
-        a, b = rec["cost"].get(key), best["cost"].get(key)
-        rows.append([label, cost_text(key, b), cost_text(key, a), _ratio(a, b)])
     per_year = requests_per_day * 365 / 1e6
-    usd = (best["cost"].get("usd_per_1m") or 0) - (rec["cost"].get("usd_per_1m") or 0)
-    co2 = (best["cost"].get("gco2e_per_1m") or 0) - (rec["cost"].get("gco2e_per_1m") or 0)
-    energy = ((best["cost"].get("energy_j_per_1k") or 0) - (rec["cost"].get("energy_j_per_1k") or 0)) * 1e3
+    # against the best; when the recommended one is the best, against the cheapest other one: what it would save
+    # and what it would cost in quality
+    other = best
     if rec is best:
-        paras.append(f"What it saves: nothing against the best {what}, which it is; the table shows what the "
-                     f"other {what}s would cost instead.")
+        key = COST_PRIORITIES[st["cost_priority"]][0]
+        pool = [c for c in d["candidates"] if c is not rec and c["family"] != "baseline" and c["cost"].get(key)]
+        other = min(pool, key=lambda c: c["cost"][key], default=None)
+    tables = []
+    if other is not None:
+        usd = (other["cost"].get("usd_per_1m") or 0) - (rec["cost"].get("usd_per_1m") or 0)
+        co2 = (other["cost"].get("gco2e_per_1m") or 0) - (rec["cost"].get("gco2e_per_1m") or 0)
+        energy = ((other["cost"].get("energy_j_per_1k") or 0) - (rec["cost"].get("energy_j_per_1k") or 0)) * 1e3
+        if other is best:
+            paras.append(
+                f"What it saves against {best['name']}, at {requests_per_day:,} predictions a day "
+                f"(--requests-per-day): ${usd * per_year:,.2f}, {co2 * per_year / 1e3:,.3g} kg CO2e and "
+                f"{energy * per_year / 3.6e6:,.3g} kWh a year "
+                f"(p99 latency {_ratio(rec['cost']['latency_ms_p99'], best['cost']['latency_ms_p99'])}, "
+                f"size {_ratio(rec['cost']['size_bytes'], best['cost']['size_bytes'])}).")
+            paras.append("Who pays: " + _who_pays(d, rec))
+        else:
+            paras.append(
+                f"What it saves: nothing, as it is also the best. The cheapest other {what} by "
+                f"{st['cost_priority']}, {other['name']}, would save ${-usd * per_year:,.2f} and "
+                f"{-co2 * per_year / 1e3:,.3g} kg CO2e a year at {requests_per_day:,} predictions a day "
+                f"(--requests-per-day), at {signed(other['vs_best']['diff_mean'])} {m}"
+                + (f" ({short_verdict(other, d['recommended'])})." if not other["on_par"] else "."))
+        ref = "best" if d["command"] == "select" else "original"
+        cols = ([f"{other['name']} ({ref})", f"{rec['name']} (recommended)", f"recommended vs {ref}"]
+                if other is best else
+                [f"{rec['name']} (recommended, {ref})", f"{other['name']} (cheapest other)",
+                 "cheapest other vs recommended"])
+        rows = []
+        for key, (label, unit) in COSTS.items():
+            a, b = rec["cost"].get(key), other["cost"].get(key)
+            rows.append([label, cost_text(key, b), cost_text(key, a), _ratio(a, b)] if other is best else
+                        [label, cost_text(key, a), cost_text(key, b), _ratio(b, a)])
+        tables.append(Table(["measure", *cols], rows,
+                            caption=f"Costs measured on the deployed artifact, {st['cost']['threads']} thread(s), "
+                            f"batch 1; money at ${st['cost']['usd_per_hour']}/h for {st['cost']['instance_vcpus']} "
+                            f"vCPUs, carbon at {st['cost']['grid_gco2e_per_kwh']} gCO2e/kWh."))
+        if other is best:
+            tables.append(Table(["per year", f"{best['name']}", f"{rec['name']}", "saved"], [
+                ["$", f"{best['cost'].get('usd_per_1m', 0) * per_year:,.2f}",
+                 f"{rec['cost'].get('usd_per_1m', 0) * per_year:,.2f}", f"{usd * per_year:,.2f}"],
+                ["kg CO2e", f"{best['cost'].get('gco2e_per_1m', 0) * per_year / 1e3:,.3g}",
+                 f"{rec['cost'].get('gco2e_per_1m', 0) * per_year / 1e3:,.3g}", f"{co2 * per_year / 1e3:,.3g}"],
+            ], caption=f"At {requests_per_day:,} predictions a day."))
     else:
-        paras.append(
-            f"What it saves against {best['name']}, at {requests_per_day:,} predictions a day "
-            f"(--requests-per-day): ${usd * per_year:,.2f}, {co2 * per_year / 1e3:,.3g} kg CO2e and "
-            f"{energy * per_year / 3.6e6:,.3g} kWh a year "
-            f"(p99 latency {_ratio(rec['cost']['latency_ms_p99'], best['cost']['latency_ms_p99'])}, "
-            f"size {_ratio(rec['cost']['size_bytes'], best['cost']['size_bytes'])}).")
-        paras.append("Who pays: " + _who_pays(d, rec))
-    table = Table(["measure", f"{best['name']} ({'best' if d['command'] == 'select' else 'original'})",
-                   f"{rec['name']} (recommended)", "recommended vs best"], rows,
-                  caption=f"Costs measured on the deployed artifact, {st['cost']['threads']} thread(s), batch 1; "
-                  f"money at ${st['cost']['usd_per_hour']}/h for {st['cost']['instance_vcpus']} vCPUs, carbon at "
-                  f"{st['cost']['grid_gco2e_per_kwh']} gCO2e/kWh.")
-    year_table = Table(["per year", f"{best['name']}", f"{rec['name']}", "saved"], [
-        ["$", f"{best['cost'].get('usd_per_1m', 0) * per_year:,.2f}", f"{rec['cost'].get('usd_per_1m', 0) * per_year:,.2f}",
-         f"{usd * per_year:,.2f}"],
-        ["kg CO2e", f"{best['cost'].get('gco2e_per_1m', 0) * per_year / 1e3:,.3g}",
-         f"{rec['cost'].get('gco2e_per_1m', 0) * per_year / 1e3:,.3g}", f"{co2 * per_year / 1e3:,.3g}"],
-    ], caption=f"At {requests_per_day:,} predictions a day.") if rec is not best else None
-    return Section("decision", "The decision", paras, tables=[table] + ([year_table] if year_table else []))
+        paras.append(f"What it saves: nothing, as it is also the best, and there is no other {what} to compare.")
+    return Section("decision", "The decision", paras, tables=tables)
 
 
 def _who_pays(d: dict, rec: dict) -> str:
@@ -158,10 +179,10 @@ def _interval(e: dict) -> tuple[float, float] | None:
 def _style(c: dict, d: dict, k: int) -> dict:
     """One candidate's marker: its own shape and colour; grey when not on par; the recommended one ringed."""
     on = c["on_par"]
+    chosen = c["name"] == d["recommended"]
     return {"marker": MARKERS[k % len(MARKERS)], "color": PALETTE[k % len(PALETTE)] if on else GREY,
-            "edgecolors": RECOMMENDED if c["name"] == d["recommended"] else "none",
-            "linewidths": 2.5 if c["name"] == d["recommended"] else 0, "s": 110 if c["name"] == d["recommended"] else 45,
-            "zorder": 3}
+            "edgecolors": "#000000" if chosen else "none", "linewidths": 2 if chosen else 0, "s": 130 if chosen else 45,
+            "zorder": 4 if chosen else 3}
 
 
 def frontier(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:

@@ -169,6 +169,10 @@ def test_single_stream_has_one_request_in_flight_and_writes_bench_json(run_dir, 
     assert r["kind"] == "predictor" and r["endpoint"] == "/v1/predict" and r["server"] == "external"
     saved = json.loads((run_dir / "bench.json").read_text())
     assert saved["result"] == run and saved["settings"]["scenario"] == "single-stream"
+    # the run directory's report now shows the load beside the decision
+    assert r["report"] == str(run_dir / "report.html")
+    page = (run_dir / "report.html").read_text()
+    assert '<section id="decision"' in page and '<section id="serving"' in page and 'id="serving-latency"' in page
 
 
 def test_offline_keeps_concurrency_requests_in_flight(run_dir, server):
@@ -241,6 +245,9 @@ def test_cli_table_and_json(run_dir, server, tmp_path, capsys):
     assert main(["bench", str(run_dir), "--duration-s", "0.5", "--out", str(tmp_path)]) == 0  # served here
     out = capsys.readouterr().out
     assert "latency" in out and "single-stream" in out and "written:" in out
+    assert f"report: {tmp_path / 'report.html'}" in out  # a folder of its own: a page with the load only
+    page = (tmp_path / "report.html").read_text()
+    assert '<section id="serving"' in page and '<section id="decision"' not in page
     load = ["bench", "--url", server, "--data", str(run_dir.parent / "rows.csv"), "--qps", "20", "--duration-s", "1",
             "--slo-p99-ms", "1500"]
     assert main([*load, "--min-duration-s", "0.5", "--min-queries", "5", "--json"]) == 0

@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from frugalml.report.lm_serving import (VERDICT_STYLE, count, lm_section, num, pct, serving_section, short,
-                                        times)
+from frugalml.report.lm_section import lm_section
+from frugalml.report.numbers import count, num, pct, short, times
+from frugalml.report.serving_section import VERDICT_STYLE, serving_section
 from frugalml.report.page import section_markdown
 from frugalml.report.plots import point_id
 

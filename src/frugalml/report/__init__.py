@@ -1,4 +1,4 @@
-"""report: what a person reads (report.md, the terminal table) from a decision."""
+"""report: what a person reads: report.html and report.md of a run directory (``render``), the terminal tables."""
 
 from .markdown import render_markdown
 from .terminal import print_summary

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from ..selection.decide import COST_LABELS, COST_PRIORITIES
+from ..selection.decide import COST_PRIORITIES
 from .page import Figure, Section, Table
 from .plots import GREY, MARKERS, PALETTE, RECOMMENDED, figure, point_id, to_svg
 from .terminal import short_verdict

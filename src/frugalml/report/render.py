@@ -103,11 +103,11 @@ def sections(run: Run, requests_per_day: int) -> list[Section]:
         out.append(decision_section(d, requests_per_day))
         out.append(select_section(d) if d["command"] == "select" else compress_section(d))
     if run.bench_lm:
-        from .lm_serving import lm_section
+        from .lm_section import lm_section
 
         out.append(lm_section(run.bench_lm))
     if run.bench:
-        from .lm_serving import serving_section
+        from .serving_section import serving_section
 
         out.append(serving_section(run.bench))
     if d is not None:

@@ -243,22 +243,16 @@ def _lm_latency(rs, labels, fid) -> Figure | None:
         left, right = axes[0][0], axes[0][1]
         for y, i in enumerate(idx):
             r, st = rs[i], _style(i)
-            ttft, ttft99 = finite(r.get("ttft_ms")), finite(r.get("ttft_ms_p99"))
-            if ttft is not None and ttft99 is not None:
-                left.plot([ttft, ttft99], [y, y], color=st["color"], lw=1.5, gid=point_id(fid, f"{labels[i]} ttft"))
-            if ttft is not None:
-                left.plot([ttft], [y], ls="none", ms=7, gid=point_id(fid, f"{labels[i]} ttft p50"), **st)
-            if ttft99 is not None:
-                left.plot([ttft99], [y], ls="none", ms=7, mfc="white", gid=point_id(fid, f"{labels[i]} ttft p99"),
-                          **st)
-            p50, p99 = finite(r.get("tpot_ms_p50")), finite(r.get("tpot_ms_p99"))
-            if p50 is not None and p99 is not None:
-                right.plot([p50, p99], [y, y], color=st["color"], lw=1.5, gid=point_id(fid, f"{labels[i]} tpot"))
-            if p50 is not None:
-                right.plot([p50], [y], ls="none", ms=7, gid=point_id(fid, f"{labels[i]} tpot p50"), **st)
-            if p99 is not None:
-                right.plot([p99], [y], ls="none", ms=7, mfc="white", gid=point_id(fid, f"{labels[i]} tpot p99"),
-                           **st)
+            for ax, key, what in ((left, "ttft_ms", "ttft"), (right, "tpot_ms", "tpot")):
+                p50 = finite(r.get(key if key == "ttft_ms" else f"{key}_p50"))
+                p99 = finite(r.get(f"{key}_p99"))
+                if p50 is not None and p99 is not None:
+                    ax.plot([p50, p99], [y, y], color=st["color"], lw=1.5, gid=point_id(fid, f"{labels[i]} {what}"))
+                if p50 is not None:
+                    ax.plot([p50], [y], ls="none", ms=7, gid=point_id(fid, f"{labels[i]} {what} p50"), **st)
+                if p99 is not None:
+                    ax.plot([p99], [y], ls="none", ms=7, mfc="white", gid=point_id(fid, f"{labels[i]} {what} p99"),
+                            **st)
         for ax, title in ((left, "TTFT ms: p50 filled, p99 hollow"), (right, "TPOT ms: p50 filled, p99 hollow")):
             ax.set_yticks(range(n))
             ax.set_yticklabels([labels[i] for i in idx] if ax is left else [""] * n)

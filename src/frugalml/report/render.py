@@ -18,7 +18,7 @@ from ..version import __version__
 from .card import efficiency_card
 from .decision_sections import (DEFAULT_REQUESTS_PER_DAY, compress_section, decision_section, num, select_section)
 from .markdown import how_measured, render_markdown
-from .page import Section, section_markdown
+from .page import Section, markdown_table, section_markdown
 
 DECISION, BENCH, BENCH_LM = "decision.json", "bench.json", "bench_lm.json"
 HTML, MARKDOWN, CARD = "report.html", "report.md", "efficiency_card.md"
@@ -147,22 +147,16 @@ def render(run: Run, requests_per_day: int | None = None) -> tuple[str, str]:
     by_id = {s.id: s for s in secs}
     # report.md's own tables carry the candidates, groups and measurements; the rest comes from the sections
     md_extra = [section_markdown(s) if s.id not in ("candidates", "variants") else
-                "\n".join(line for t in s.tables for line in ("", *_md_table(t), ""))
+                "\n".join(line for t in s.tables for line in ("", *markdown_table(t), ""))
                 for s in secs if s.id not in ("decision", "measured")]
     if run.decision is not None:
         dec = by_id["decision"]
         savings = [p for p in dec.paragraphs if p.startswith(("What it saves", "Who pays"))]
         md = render_markdown(run.decision, after_reason=[*(x for p in savings for x in (p, "")), *(
-            line for t in dec.tables for line in (*_md_table(t), ""))], extra=md_extra)
+            line for t in dec.tables for line in (*markdown_table(t), ""))], extra=md_extra)
     else:
         md = "\n".join([f"# {title}", "", subtitle, "", *md_extra])
     return html, md
-
-
-def _md_table(t):
-    from .page import markdown_table
-
-    return markdown_table(t)
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision deficiency
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "h", "*"]  # no X: an X means harm (groups) or INVALID (serving)
 GREY = "#999999"
 RECOMMENDED = "#D55E00"
 

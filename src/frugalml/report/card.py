@@ -3,7 +3,7 @@ decision, its evidence and the environment it was measured in."""
 
 from __future__ import annotations
 
-from .decision_sections import COSTS, by_name, cost_text, num, signed
+from .decision_sections import COSTS, by_name, cost_text, num, signed, worst_group
 
 
 def efficiency_card(d: dict) -> str:
@@ -22,9 +22,7 @@ def efficiency_card(d: dict) -> str:
                     f"{st['evaluation_rows']:,} held-out rows (screened on {st['screening_rows']:,}, confirmed on "
                     f"{st['confirmation_rows']:,}), seed {st['seed']}")
         test = "paired bootstrap, screen then confirm in a fixed sequence"
-    tested = {g: e for g, e in rec["groups"].items() if e.get("tested") and e.get("diff_vs_best") is not None}
-    sign = 1 if d["higher_is_better"] else -1
-    worst = min(tested.items(), key=lambda ge: sign * ge[1]["diff_vs_best"], default=None)
+    worst = worst_group(d, rec)
     costs = "; ".join(f"{COSTS[k][0]} {cost_text(k, rec['cost'].get(k))} (vs {cost_text(k, best['cost'].get(k))})"
                       for k in ("latency_ms_p99", "size_bytes", "energy_j_per_1k", "usd_per_1m", "gco2e_per_1m"))
     mach = d.get("machine", {})

@@ -142,15 +142,21 @@ def decision_section(d: dict, requests_per_day: int) -> Section:
     return Section("decision", "The decision", paras, tables=tables)
 
 
+def worst_group(d: dict, c: dict) -> tuple[str, dict] | None:
+    """The tested group where candidate ``c``'s quality moves most against the best (or the original)."""
+    tested = [(g, e) for g, e in c["groups"].items() if e.get("tested") and e.get("diff_vs_best") is not None]
+    sign = 1 if d["higher_is_better"] else -1
+    return min(tested, key=lambda ge: sign * ge[1]["diff_vs_best"], default=None)
+
+
 def _who_pays(d: dict, rec: dict) -> str:
     """Where the recommended one's quality moves most, by group: the people a saving is paid by."""
-    tested = [(g, e) for g, e in rec["groups"].items() if e.get("tested") and e.get("diff_vs_best") is not None]
-    if not tested:
+    worst = worst_group(d, rec)
+    if worst is None:
         return (f"{signed(rec['vs_best']['diff_mean'])} {d['metric']} overall; no group was declared "
                 "(--group), so nobody's share of it is known." if not rec["groups"] else
                 f"{signed(rec['vs_best']['diff_mean'])} {d['metric']} overall; no group was large enough to test.")
-    sign = 1 if d["higher_is_better"] else -1
-    g, e = min(tested, key=lambda ge: sign * ge[1]["diff_vs_best"])
+    g, e = worst
     untested = [g for g, e in rec["groups"].items() if not e.get("tested")]
     return (f"{signed(rec['vs_best']['diff_mean'])} {d['metric']} overall; the largest change is in {g} "
             f"({signed(e['diff_vs_best'])}, n={e['n']}, {_verdict(e)})."

@@ -291,9 +291,9 @@ def count_embedded(monkeypatch):
     """Every text the MiniLM encoder itself runs on (not those taken from a table), in a fresh table cache."""
     from collections import OrderedDict
 
-    from frugalml.candidates import text
+    from frugalml.candidates import tables, text
 
-    monkeypatch.setattr(text, "_TABLES", OrderedDict())
+    monkeypatch.setattr(tables, "_TABLES", OrderedDict())
     embedded, real = [], text.MiniLMEncoder._embed
 
     def counting(self, texts):
@@ -305,7 +305,7 @@ def count_embedded(monkeypatch):
 
 
 def test_each_distinct_text_is_embedded_once_across_the_folds(debates, count_embedded, monkeypatch):
-    from frugalml.candidates import CANDIDATES, text
+    from frugalml.candidates import CANDIDATES, tables
     from frugalml.data import load_task, make_splits
     from frugalml.evaluation import evaluate_quality, resolve_metric
 
@@ -319,7 +319,7 @@ def test_each_distinct_text_is_embedded_once_across_the_folds(debates, count_emb
     assert sorted(count_embedded) == sorted(set(task.X["statement"]))
     # the same folds without the table: every fold embeds all its rows again, and scores the same
     count_embedded.clear()
-    monkeypatch.setattr(text, "embed_distinct", lambda *a, **k: [])
+    monkeypatch.setattr(tables, "embed_distinct", lambda *a, **k: [])
     alone = evaluate_quality(task, candidates, splits, metric, n_jobs=1)[0]
     assert len(count_embedded) == sum(len(train) + 2 * len(test) for train, test in splits.indices)  # fit, then
     # predict and predict_proba on the test rows: each row 8 times in 3 x 2 folds (12 times in the default 5 x 2)
@@ -327,12 +327,14 @@ def test_each_distinct_text_is_embedded_once_across_the_folds(debates, count_emb
     assert shared.fit_s > 0
 
 
-def test_the_embedding_table_answers_as_the_encoder_and_only_for_its_task(count_embedded):
+def test_the_embedding_table_answers_as_the_encoder_and_only_for_its_task(count_embedded, monkeypatch):
     from sklearn.linear_model import LogisticRegression
 
-    from frugalml.candidates import text
-    from frugalml.candidates.text import MiniLMEncoder, TextRecipe, embed_distinct, using_embeddings
+    from frugalml.candidates import tables as kept
+    from frugalml.candidates.tables import embed_distinct, using_embeddings
+    from frugalml.candidates.text import MiniLMEncoder, TextRecipe
 
+    monkeypatch.setattr(kept, "_TABLES_KEPT", 2)
     first = ["The senator will cut taxes.", "Thank you.", "We will build it.", "Thank you."]
     second = ["A kitten sleeps.", "Rates rose again.", "We will build it."]
     recipe = TextRecipe(MiniLMEncoder(), LogisticRegression())
@@ -359,7 +361,7 @@ def test_the_embedding_table_answers_as_the_encoder_and_only_for_its_task(count_
     count_embedded.clear()
     assert embed_distinct([recipe], pd.DataFrame({"t": first}), ["t"])[0] is tables[0] and not count_embedded
     embed_distinct([recipe], pd.DataFrame({"t": ["one more task"]}), ["t"])
-    assert len(text._TABLES) == text._TABLES_KEPT
+    assert len(kept._TABLES) == 2
     # an encoder with other settings does not read the table
     short = MiniLMEncoder(max_length=4).fit(first)
     with using_embeddings(tables):

@@ -101,11 +101,14 @@ def _cost_config(threads, throughput_batch, memory_probe, usd_per_hour, instance
 
 @app.command()
 def select(
-    data: str = typer.Argument(..., help="CSV or Parquet file, or builtin:NAME (see frugal list)."),
+    data: str = typer.Argument(..., help="CSV or Parquet file, a folder of images (DIR/label/*.png), or builtin:NAME "
+                               "(see frugal list)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Column to predict (builtin datasets have a default)."),
     group: Optional[List[str]] = typer.Option(None, "--group", "-g", help="Column whose values are user groups; repeatable."),
     text: Optional[List[str]] = typer.Option(None, "--text", help="Free-text column, read by the text candidates "
                                              "(TF-IDF, MiniLM); repeatable. Builtin text datasets have a default."),
+    image: Optional[str] = typer.Option(None, "--image", help="Column of image file paths (relative to the table's "
+                                        "folder), read by the image candidates, each at several resolutions."),
     task: str = typer.Option("auto", help="auto, classification or regression."),
     metric: Optional[str] = typer.Option(None, help="A scikit-learn scorer name (accuracy, f1_macro, roc_auc, r2, ...) or rmse/mae/log_loss."),
     tolerance: float = typer.Option(0.01, help="Largest quality loss, in metric units, that still counts as on par."),
@@ -152,7 +155,7 @@ def select(
     from .verbs.select import select as run_select
 
     _run(run_select, (data,), _console(quiet), quiet, json_out, out=out, target=target, groups=group or None,
-         text=text or None, task=task, metric=metric, tolerance=tolerance, alpha=alpha,
+         text=text or None, image=image, task=task, metric=metric, tolerance=tolerance, alpha=alpha,
          min_group_size=min_group_size, cost_priority=cost_priority, strict_groups=strict_groups,
          allow_baseline=allow_baseline, stability_draws=stability_draws, folds=folds, repeats=repeats, seed=seed,
          candidates=candidates, overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost,

@@ -6,7 +6,8 @@ candidate, so it is exported and deployed with it.
 
 Tasks with text columns (``--text``) have their own ladder: the baseline, then the text candidates
 (``text.py``), which read the text and the other columns. A tabular candidate named on such a task sees
-only the numeric and categorical columns.
+only the numeric and categorical columns. Image tasks (``--image``) have theirs too (``image.py``): the
+baseline, then image candidates at several input resolutions each, named ``family@R``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class Candidate:
     default: bool = True  # on the ladder when no candidate is named; False: only when named (slow ones)
     needs: tuple[str, ...] = ()  # optional packages it imports when it runs (modules), from the extra ``extra``
     extra: str | None = None
+    image: bool = False  # reads an image column (its factory returns an image.ImageModel); on the image ladder only
+    resolution: int | None = None  # an image candidate's input resolution, pixels per side
 
     def missing(self) -> str | None:
         """Why it cannot run here (a needed package is not installed, with the line that installs it), or None."""
@@ -118,15 +121,18 @@ def from_spec(spec: str) -> Candidate:
 
 
 def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | None = None, *,
-           text: bool = False) -> list[Candidate]:
+           text: bool = False, image: bool = False) -> list[Candidate]:
     """The registered candidates for ``task`` (or just ``names``), thinnest first, then ``extra``.
 
     ``text``: the task has text columns; the default ladder is then the baseline and the text candidates.
+    ``image``: the task reads an image column; the default ladder is the baseline and the image candidates.
+    A name ``family@R`` asks for an image family at any resolution R (``hog_linear@96``).
     A named candidate whose packages are not installed is an error (``MissingDependency``); the default ladder
     leaves such candidates out (``left_out`` says which).
     """
     if names:
-        chosen = [CANDIDATES.get(n) for n in names]
+        chosen = [image_mod.at_resolution(n) if n not in CANDIDATES and "@" in n else None for n in names]
+        chosen = [c or CANDIDATES.get(n) for c, n in zip(chosen, names)]
         wrong = [c.name for c in chosen if task not in c.tasks]
         if wrong:
             raise ConfigError(f"candidate(s) {', '.join(wrong)} do not support {task}")
@@ -134,10 +140,15 @@ def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | N
             if why := c.missing():
                 raise MissingDependency(why)
     else:
-        chosen = [c for c in _default_ladder(task, text) if not c.missing()]
+        chosen = [c for c in _default_ladder(task, text, image) if not c.missing()]
     for c in chosen + list(extra or []):
         if c.text and not text:
             raise ConfigError(f"candidate {c.name!r} reads text: name the text column with --text COL")
+        if c.image and not image:
+            raise ConfigError(f"candidate {c.name!r} reads images: name the image column with --image COL")
+        if image and not c.image and c.family != "baseline":
+            raise ConfigError(f"candidate {c.name!r} does not read images; image tasks take image candidates "
+                              f"({', '.join(n for n, o in CANDIDATES.items() if o.image and o.default)})")
     out = sorted(chosen, key=lambda c: c.rank)
     for c in extra or []:
         if task not in c.tasks:
@@ -148,18 +159,23 @@ def ladder(task: str, names: list[str] | None = None, extra: list[Candidate] | N
     return out
 
 
-def _default_ladder(task: str, text: bool) -> list[Candidate]:
-    return [c for _, c in CANDIDATES.items() if task in c.tasks and c.default
-            and (c.text or c.family == "baseline" if text else not c.text)]
+def _default_ladder(task: str, text: bool, image: bool = False) -> list[Candidate]:
+    def fits(c: Candidate) -> bool:
+        if c.family == "baseline":
+            return True
+        return c.image if image else (c.text if text else not c.text and not c.image)
+
+    return [c for _, c in CANDIDATES.items() if task in c.tasks and c.default and fits(c)]
 
 
-def left_out(task: str, text: bool = False) -> dict[str, str]:
+def left_out(task: str, text: bool = False, image: bool = False) -> dict[str, str]:
     """The default ladder's candidates that cannot run here -> why (the package missing, the install line)."""
-    reasons = {c.name: c.missing() for c in _default_ladder(task, text)}
+    reasons = {c.name: c.missing() for c in _default_ladder(task, text, image)}
     return {name: why for name, why in reasons.items() if why}
 
 
 from . import tabular, text  # noqa: E402,F401  (register the built-in ladders)
+from . import image as image_mod  # noqa: E402  (the image ladder, after the others in frugal list)
 from .preprocess import build_pipeline  # noqa: E402
 
 __all__ = ["Candidate", "CANDIDATES", "register_candidate", "from_estimator", "from_spec", "ladder", "left_out",

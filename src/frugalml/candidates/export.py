@@ -41,6 +41,13 @@ def export_onnx(pipeline, schema: Schema, *, compact_trees: bool = True) -> byte
     reproduces the model (``onnx_is_faithful`` on rows at its split thresholds, ``tree_graph.edge_rows``);
     anything else, or ``compact_trees=False``, as skl2onnx (onnxmltools for LightGBM) writes it.
     """
+    model = pipeline.steps[-1][1]
+    if schema.image and hasattr(model, "export_onnx"):  # an image model writes its own graph, from pixels
+        try:
+            return model.export_onnx()
+        except Exception as exc:  # the torch exporter raises many types; all mean "cannot export"
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise OnnxExportError(f"{type(model).__name__}: {first[:200]}") from None
     if compact_trees:
         try:
             compact = _compact_tree_pipeline(pipeline)
@@ -83,6 +90,7 @@ def _skl2onnx(pipeline, schema: Schema) -> bytes:
     types = [("num", FloatTensorType([None, len(schema.numeric)]))] if schema.numeric else []
     types += [("cat", StringTensorType([None, len(schema.categorical)]))] if schema.categorical else []
     types += [("text", StringTensorType([None, len(schema.text)]))] if schema.text else []
+    types += [("image", StringTensorType([None, 1]))] if schema.image else []  # read by none: a baseline
     options = {id(model): {"zipmap": False}} if schema.task == "classification" else {}
     options.update(_vectorizer_options(pipeline))
     try:

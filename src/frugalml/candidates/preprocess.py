@@ -23,7 +23,9 @@ def build_pipeline(estimator, schema: Schema, scale: bool = True) -> Pipeline:
 
     A ``text.TextRecipe`` is unpacked: its featurizer is copied onto every text column (each gets one
     column of strings), its head becomes the model. Any other estimator never sees the text columns.
+    An ``image.ImageModel`` gets the image column only, as given (paths, bytes or arrays).
     """
+    from .image import ImageModel
     from .text import TextRecipe
 
     n_num, n_cat = len(schema.numeric), len(schema.categorical)
@@ -41,9 +43,12 @@ def build_pipeline(estimator, schema: Schema, scale: bool = True) -> Pipeline:
     if featurizer is not None:
         # a scalar column index: the featurizer gets a 1-D column of strings, as TfidfVectorizer expects
         parts += [(f"text{k}", clone(featurizer), n_num + n_cat + k) for k in range(len(schema.text))]
-    if not parts and schema.text and not isinstance(estimator, (DummyClassifier, DummyRegressor)):
+    if isinstance(estimator, ImageModel) and schema.image:  # the image column, as given: the model decodes it
+        parts.append(("image", "passthrough", [len(schema.columns) - 1]))
+    if not parts and (schema.text or schema.image) and not isinstance(estimator, (DummyClassifier, DummyRegressor)):
+        kind = "text" if schema.text else "image"
         raise ConfigError(f"{type(estimator).__name__} reads only numeric and categorical columns and this task has "
-                          "none besides its text; use a text candidate (tfidf_linear, minilm_linear)")
+                          f"none besides its {kind}; use a {kind} candidate (frugal list)")
     # TF-IDF features stay sparse (a dense copy of a bigram vocabulary would not fit); others are dense
     prep = ColumnTransformer(parts, remainder="drop", sparse_threshold=1.0 if featurizer is not None else 0.0)
     return Pipeline([("prep", prep), ("model", estimator)])

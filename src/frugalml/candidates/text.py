@@ -16,21 +16,14 @@ The encoder runs on one of several runtimes (``MiniLMEncoder(runtime=...)``): th
 run by ONNX Runtime. The compressed variants are therefore ordinary scikit-learn pipelines.
 
 A frozen encoder's embedding of a text does not depend on the fold it is fitted in, so ``select`` embeds each
-distinct text of a task once per run (``embed_distinct``, split among its worker processes) and every fold's
-fit, and the final refit, take the embeddings from that table (``using_embeddings``). Only fits use the table:
-the cost of a model is always measured on the real encoder.
+distinct text of a task once per run and every fold's fit takes the embeddings from that table (``tables``).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import struct
-import time
-from collections import OrderedDict
-from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +32,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 
 from ..errors import ModelError, need
 from . import register_candidate
+from .tables import lookup
 
 CLS = ("classification",)
 _LOADED: dict[tuple[str, str], object] = {}  # (model folder, "tokenizer" | "encoder") -> loaded once per process
@@ -212,16 +206,7 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
         _check_runtime(self)
         texts = text_values(X)
         out = np.zeros((len(texts), self.dim_), dtype=np.float32)
-        todo = range(len(texts))
-        table, lent = _active_table(self)
-        if table is not None:  # inside a fit of select: the texts embedded once for all folds
-            index = table.index()
-            found = [(i, index[t]) for i, t in enumerate(texts) if t in index]
-            if found:
-                mine, theirs = map(list, zip(*found))
-                out[mine] = table.vectors[theirs]
-                lent.seconds += len(found) * table.seconds_per_text
-            todo = [i for i, t in enumerate(texts) if t not in index]
+        todo = lookup(self, texts, out)  # inside a fit of select: the texts embedded once for all folds
         if len(todo):
             out[list(todo)] = self._embed([texts[i] for i in todo])
         return out.astype(np.float64)
@@ -251,6 +236,14 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
         """The torch runtimes read the package's weight file; the ONNX runtime's graph is in this estimator."""
         return [] if self.runtime == "onnx" else [model_path() / "model.safetensors"]
 
+    def frugal_table_key(self) -> tuple | None:
+        """What its embeddings depend on (``tables``): the package's model and the encoder's settings. None for
+        a subclass that holds a network of its own (pruned), or an ONNX graph, which compression may have set:
+        its embeddings are not shared."""
+        if type(self) is not MiniLMEncoder or self.runtime == "onnx":
+            return None
+        return (str(model_path()), tuple(sorted(self.get_params(deep=False).items())))
+
     def __getstate__(self):
         state = dict(super().__getstate__())
         state.pop("_session", None)  # an ONNX Runtime session is rebuilt from onnx_graph_
@@ -258,130 +251,6 @@ class MiniLMEncoder(TransformerMixin, BaseEstimator):
 
     def __setstate__(self, state):
         super().__setstate__({**RUNTIME_DEFAULTS, **state})  # files saved before runtimes existed: fp32 torch
-
-
-class EmbeddingTable:
-    """One frozen encoder's embeddings of distinct texts: ``vectors[i]`` (float32) is that of ``texts[i]``."""
-
-    def __init__(self, encoder: tuple, texts: list[str], vectors: np.ndarray, seconds_per_text: float):
-        self.encoder = encoder  # ``_encoder_key`` of the encoder that made them
-        self.texts = texts
-        self.vectors = vectors  # (n, H)
-        self.seconds_per_text = seconds_per_text  # what embedding them cost
-        self._index = None
-
-    def index(self) -> dict[str, int]:
-        if self._index is None:
-            self._index = {t: i for i, t in enumerate(self.texts)}
-        return self._index
-
-    def __getstate__(self):  # sent to joblib's workers: the index is rebuilt there
-        return {**self.__dict__, "_index": None}
-
-
-MAX_TABLE_BYTES = 256 * 2**20  # a task with more distinct texts (about 175,000) embeds them fold by fold
-_TABLES_KEPT = 2  # tables kept in this process after a run (the last tasks'); older ones are dropped
-_TABLES: OrderedDict[tuple, EmbeddingTable] = OrderedDict()  # (encoder key, digest of the texts) -> table
-_ACTIVE: ContextVar[tuple] = ContextVar("frugal_embedding_tables", default=((), None))
-
-
-class Lent:
-    """What the tables saved inside one ``using_embeddings`` block: the seconds their rows took to compute."""
-
-    def __init__(self):
-        self.seconds = 0.0
-
-
-def _encoder_key(enc) -> tuple | None:
-    """What a frozen encoder's embeddings depend on: the package's model and the encoder's settings. None for
-    an encoder that holds a network of its own (pruned, or an ONNX graph, which compression may have set):
-    its embeddings are not shared."""
-    if type(enc) is not MiniLMEncoder or enc.runtime == "onnx":
-        return None
-    return (str(model_path()), tuple(sorted(enc.get_params(deep=False).items())))
-
-
-def _frozen_encoders(estimator) -> list:
-    try:
-        parts = [estimator, *estimator.get_params(deep=True).values()]
-    except Exception:  # an estimator that cannot list its parameters holds no encoder we could share
-        return []
-    return [p for p in parts if isinstance(p, MiniLMEncoder)]
-
-
-def _embed_part(encoder, texts: list[str]) -> np.ndarray:
-    return encoder._embed(texts)
-
-
-def _embed_parallel(encoder, texts: list[str], n_jobs: int) -> tuple[np.ndarray, int]:
-    """-> ((n, H) embeddings of ``texts``, processes used): pieces of similar-length texts (little padding)
-    embedded in joblib's worker processes, one thread each (on the 2-core machine under load, a MiniLM batch
-    took about 18 ms with one torch thread and about 500 ms with two)."""
-    from joblib import Parallel, delayed, effective_n_jobs
-
-    workers = effective_n_jobs(n_jobs)
-    if workers == 1 or len(texts) < 512:
-        return encoder._embed(texts), 1
-    order = np.argsort([len(t) for t in texts], kind="stable")
-    pieces = np.array_split(order, 4 * workers)
-    done = Parallel(n_jobs=n_jobs)(delayed(_embed_part)(encoder, [texts[i] for i in idx]) for idx in pieces)
-    out = np.zeros((len(texts), encoder.dim_), dtype=np.float32)
-    for idx, vectors in zip(pieces, done):
-        out[idx] = vectors
-    return out, workers
-
-
-def embed_distinct(estimators, X: pd.DataFrame, columns: list[str], n_jobs: int = 1) -> list[EmbeddingTable]:
-    """For each frozen encoder among ``estimators`` (searched through their parameters), the embeddings of every
-    distinct text in ``X[columns]``, each computed once (in ``n_jobs`` joblib processes); a table made for the
-    same texts is reused.
-
-    Bounded: at most ``_TABLES_KEPT`` tables stay in the process, and none over ``MAX_TABLE_BYTES``.
-    """
-    encoders = {}
-    for est in estimators:
-        for enc in _frozen_encoders(est):
-            if (key := _encoder_key(enc)) is not None:
-                encoders.setdefault(key, enc)
-    if not encoders or not columns:
-        return []
-    texts = list(dict.fromkeys(t for c in columns for t in text_values(X[c])))  # distinct, in order of appearance
-    digest = hashlib.sha256("\0".join(texts).encode("utf-8", "surrogatepass")).hexdigest()
-    tables = []
-    for key, enc in encoders.items():
-        table = _TABLES.get((key, digest))
-        if table is None:
-            try:
-                fitted = clone(enc).fit(texts[:1])
-                if len(texts) * fitted.dim_ * 4 > MAX_TABLE_BYTES:
-                    continue
-                t0 = time.perf_counter()
-                vectors, workers = _embed_parallel(fitted, texts, n_jobs)
-            except Exception:  # the encoder cannot run here: each fold's fit fails on its own, and says why
-                continue
-            # seconds per text in one process: what a fold's fit, in one worker, would have spent on a text
-            table = EmbeddingTable(key, texts, vectors, (time.perf_counter() - t0) * workers / max(1, len(texts)))
-            _TABLES[(key, digest)] = table
-            while len(_TABLES) > _TABLES_KEPT:
-                _TABLES.popitem(last=False)
-        _TABLES.move_to_end((key, digest))
-        tables.append(table)
-    return tables
-
-
-@contextmanager
-def using_embeddings(tables):
-    """Inside, a frozen encoder whose settings match a table's takes its embeddings from the table (texts not
-    in it are embedded as usual). For fits only: never around a cost measurement.
-
-    Yields a ``Lent``: the seconds the rows taken from the tables cost to compute, which a fit's time includes.
-    """
-    lent = Lent()
-    token = _ACTIVE.set((tuple(tables or ()), lent))
-    try:
-        yield lent
-    finally:
-        _ACTIVE.reset(token)
 
 
 def on_runtime(est, runtime: str, graph: np.ndarray | None = None, graph_optimization: str = "all"):
@@ -398,14 +267,6 @@ def on_runtime(est, runtime: str, graph: np.ndarray | None = None, graph_optimiz
     else:
         new.__dict__.pop("onnx_graph_", None)
     return new
-
-
-def _active_table(enc) -> tuple[EmbeddingTable | None, Lent | None]:
-    tables, lent = _ACTIVE.get()
-    if not tables:
-        return None, None
-    key = _encoder_key(enc)
-    return next((t for t in tables if t.encoder == key), None), lent
 
 
 def _check_runtime(est) -> None:

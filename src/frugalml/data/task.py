@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .builtin import DATASETS
+from .builtin import DATASETS, Builtin
 
 MISSING = "__missing__"  # the category that stands for a missing categorical value
 
@@ -27,19 +27,20 @@ class Schema:
     target: str
     classes: list | None = None  # original label values, index = encoded class
     text: list[str] = field(default_factory=list)  # free-text columns, kept as strings for text candidates
+    image: list[str] = field(default_factory=list)  # image columns: file paths (or, to predict, bytes or arrays)
 
     @property
     def columns(self) -> list[str]:
-        return self.numeric + self.categorical + self.text
+        return self.numeric + self.categorical + self.text + self.image
 
     def to_json(self) -> dict:
         return {"task": self.task, "numeric": self.numeric, "categorical": self.categorical,
-                "target": self.target, "classes": self.classes, "text": self.text}
+                "target": self.target, "classes": self.classes, "text": self.text, "image": self.image}
 
     @classmethod
     def from_json(cls, d: dict) -> "Schema":
         return cls(d["task"], list(d["numeric"]), list(d["categorical"]), d["target"], d.get("classes"),
-                   list(d.get("text") or []))
+                   list(d.get("text") or []), list(d.get("image") or []))
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Task:
     schema: Schema
     groups: dict[str, np.ndarray] = field(default_factory=dict)  # column -> group label per row (str)
     source: str = ""
+    image_channels: int = 0  # an image task: 1 when every image is grayscale, else 3
     dropped_rows: int = 0  # rows dropped because the target was missing
     dropped_columns: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
 
@@ -85,6 +87,8 @@ def prepare_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     for c in schema.text:  # a missing text is an empty one
         col = df[c]
         out[c] = np.where(pd.isna(col).to_numpy(), "", col.astype(object).to_numpy()).astype(str).astype(object)
+    for c in schema.image:  # paths, encoded bytes or arrays, as given: decoded by the model that reads them
+        out[c] = df[c].to_numpy(dtype=object)
     return pd.DataFrame(out, index=df.index, columns=schema.columns)
 
 
@@ -98,9 +102,13 @@ def read_table(data: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str, "obj
         return b.load(), text, b
     path = Path(text)
     if not path.exists():
-        raise DataError(f"file {text} not found; give a .csv or .parquet path, or builtin:NAME (see frugal list)")
+        raise DataError(f"file {text} not found; give a .csv or .parquet path, an image folder (DIR/label/*.png), "
+                        "or builtin:NAME (see frugal list)")
     if path.is_dir():
-        raise DataError(f"{text} is a folder; give a .csv or .parquet file")
+        from .images import read_folder
+
+        df = read_folder(path)
+        return df, str(path), Builtin(path.name, lambda: df, "label", image=("image",))
     if path.stat().st_size == 0:
         raise DataError(f"file {text} is empty")
     suffix = path.suffix.lower()
@@ -137,12 +145,16 @@ def infer_task(y: pd.Series) -> str:
 
 def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str, ...] | None = None,
               task: str = "auto", features: list[str] | None = None, min_rows: int = 2,
-              text: list[str] | tuple[str, ...] | None = None) -> Task:
+              text: list[str] | tuple[str, ...] | None = None, image: list[str] | tuple[str, ...] | None = None
+              ) -> Task:
     """Load DATA into a validated Task.
 
     ``groups`` name columns whose values define user groups (checked separately); they stay features.
     ``text`` names free-text columns: kept as strings (never one-hot encoded nor dropped as identifiers)
     for the text candidates; a builtin dataset has its own default.
+    ``image`` names the column of image file paths (relative ones are read against the table's folder); an
+    image task is a classification read from the image alone: its other columns serve as groups, not features.
+    A folder of images (``DIR/label/*.png``) is such a table, with columns ``image`` and ``label``.
     ``min_rows`` is the smallest usable row count (select passes its number of folds).
     """
     df, source, builtin = read_table(data)
@@ -159,6 +171,16 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
     if text is None:
         text = list(builtin.text) if builtin is not None else []
     text = list(dict.fromkeys(text))  # a column named twice is one text column
+    if image is None:
+        image = list(builtin.image) if builtin is not None else []
+    image = list(dict.fromkeys(image))
+    if len(image) > 1:
+        raise DataError(f"one image column per task, not {len(image)} ({', '.join(image)})")
+    for c in image:
+        if c not in df.columns:
+            raise DataError(f"image column {c!r} not found; columns are {list(df.columns)}")
+        if c == target or c in groups or c in text:
+            raise DataError(f"column {c!r} cannot be both the image column and the target, a group or a text column")
     if target not in df.columns:
         raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
     for g in groups:
@@ -182,6 +204,9 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
     df = df.loc[keep].reset_index(drop=True)
     y_raw = df[target]
     kind = infer_task(y_raw) if task == "auto" else task
+    if image and kind != "classification":
+        raise DataError(f"an image task is a classification; target {target!r} looks like numbers to regress: "
+                        "pass --task classification if its values are classes")
 
     if kind == "classification":
         classes, y = np.unique(y_raw.astype(object).to_numpy() if not pd.api.types.is_numeric_dtype(y_raw)
@@ -200,7 +225,16 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
     if len(y) < min_rows:
         raise DataError(f"only {len(y)} row(s) with a target; need at least {min_rows} (one per fold): lower --folds")
 
-    cols = features if features is not None else [c for c in df.columns if c != target]
+    cols = features if features is not None else [c for c in df.columns if c != target and c not in image]
+    if image:  # read from the image alone: the other columns are groups or left out
+        dropped_cols = {c: "not read: image candidates read the image only" for c in cols if c not in groups}
+        df = df.copy()
+        from .images import image_paths
+
+        df[image[0]], channels = image_paths(df[image[0]], image[0], _base_folder(source))
+        schema = Schema(kind, [], [], target, class_list, [], image)
+        return Task(X=prepare_frame(df, schema), y=y, schema=schema, groups=read_groups(df, groups), source=source,
+                    dropped_rows=dropped, dropped_columns=dropped_cols, image_channels=channels)
     for c in cols:
         if c not in df.columns:
             raise DataError(f"feature column {c!r} not found; columns are {list(df.columns)}")
@@ -231,6 +265,12 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
     group_values = read_groups(df, groups)
     return Task(X=X, y=y, schema=schema, groups=group_values, source=source, dropped_rows=dropped,
                 dropped_columns=dropped_cols)
+
+
+def _base_folder(source: str) -> Path | None:
+    """The folder a table's relative image paths are read against: the table file's own."""
+    path = Path(source)
+    return path.parent if path.is_file() else None
 
 
 def read_groups(df: pd.DataFrame, groups) -> dict[str, np.ndarray]:

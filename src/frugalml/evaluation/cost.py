@@ -233,10 +233,10 @@ def refit_deployable(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y:
 
     Apart from the timing, so that ``select`` runs the refits of all candidates side by side in its worker
     processes (one thread each, as the folds were fitted) and then times each alone. ``embeddings``: the
-    tables the folds' fits used (``text.embed_distinct``).
+    tables the folds' fits used (``tables.embed_distinct``).
     """
     from ..candidates import build_pipeline
-    from ..candidates.text import using_embeddings
+    from ..candidates.tables import using_embeddings
 
     pipeline = build_pipeline(estimator, schema, scale)
     with using_embeddings(embeddings):
@@ -267,10 +267,13 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
             native = _time_calls(pipeline.predict, rows, cfg, meter, min(cfg.time_budget_s, cfg.native_time_budget_s))
             native_tput, _ = _throughput(pipeline.predict, big, budget_s=tput_s)
             onx = OnnxPredictor(artifact["onnx"], schema, threads=cfg.threads)
-            feeds = [onx.feeds(r) for r in rows]
             out_names = [onx.label_output]
-            deployed = _time_calls(lambda f: onx.run(f, out_names), feeds, cfg, meter)
-            deployed_tput, tput_rows = _throughput(lambda f: onx.run(f, out_names), onx.feeds(big), budget_s=tput_s)
+            if onx.pixels is not None:  # images arrive encoded: decoding them is part of the cost
+                feeds, big_feeds, run = rows, big, lambda r: onx.run(onx.feeds(r), out_names)
+            else:
+                feeds, big_feeds, run = [onx.feeds(r) for r in rows], onx.feeds(big), lambda f: onx.run(f, out_names)
+            deployed = _time_calls(run, feeds, cfg, meter)
+            deployed_tput, tput_rows = _throughput(run, big_feeds, budget_s=tput_s)
             cost["format"], cost["size_bytes"] = "onnx", len(artifact["onnx"])
         else:
             native = deployed = _time_calls(pipeline.predict, rows, cfg, meter)

@@ -64,7 +64,7 @@ def _fit_fold(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y: np.nda
               train: np.ndarray, test: np.ndarray, embeddings=()) -> dict:
     import warnings
 
-    from ..candidates.text import using_embeddings
+    from ..candidates.tables import using_embeddings
 
     pipe = build_pipeline(estimator, schema, scale)
     try:
@@ -152,14 +152,16 @@ def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, me
     runnable = [job for job in jobs if job not in results]
     from sklearn.base import clone
 
-    from ..candidates.text import embed_distinct
+    from ..candidates.tables import embed_distinct, tables_for
 
-    # a frozen encoder's embedding of a text is the same in every fold: each distinct text is embedded once, here
-    embeddings = embed_distinct([built[ci] for ci, _ in runnable], task.X, task.schema.text, n_jobs)
+    # a frozen featurizer's features of a text or an image are the same in every fold: computed once, here
+    embeddings = embed_distinct([built[ci] for ci, _ in runnable], task.X, task.schema.text + task.schema.image,
+                                n_jobs)
     with executor_backend(executor):
         par = Parallel(n_jobs=n_jobs if executor in (None, "", "local") else -1, return_as="generator")
         stream = par(delayed(_fit_fold)(clone(built[ci]), task.schema, candidates[ci].scale, task.X, task.y,
-                                        *splits.indices[j], embeddings=embeddings) for ci, j in runnable)
+                                        *splits.indices[j], embeddings=tables_for(built[ci], embeddings))
+                     for ci, j in runnable)
         def fit_name(k: int) -> str:  # the k-th fit, or the last one once all are done
             ci, j = runnable[min(k, len(runnable) - 1)]
             return f"{candidates[ci].name}, fold {j + 1}/{len(splits.indices)}"

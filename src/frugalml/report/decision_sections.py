@@ -365,7 +365,44 @@ def select_section(d: dict) -> Section:
              f"the one --cost-priority ranks by ({d['settings']['cost_priority']})."]
     if d.get("failed"):
         paras.append("Failed: " + "; ".join(f"{f['name']}: {f['error']}" for f in d["failed"]))
-    return Section("candidates", "Candidates: quality against cost", paras, figs)
+    tables = []
+    if any("resolution" in c for c in d["candidates"]):
+        paras += resolution_notes(d)
+        tables.append(resolution_table(d))
+    return Section("candidates", "Candidates: quality against cost", paras, figs, tables)
+
+
+def resolution_table(d: dict) -> Table:
+    """Image candidates by family and input resolution: quality, latency (decoding included), energy, and the
+    bytes of one decoded image the model reads."""
+    rows, channels = [], int(d["data"].get("image_channels") or 1)
+    for c in sorted((c for c in d["candidates"] if "resolution" in c), key=lambda c: (c["family"], c["resolution"])):
+        r, cost = c["resolution"], c["cost"]
+        rows.append([c["name"], f"{r} px", num(c["quality"]["mean"]), signed(c["vs_best"]["diff_mean"]),
+                     cost_text("latency_ms_p99", cost.get("latency_ms_p99")),
+                     cost_text("energy_j_per_1k", cost.get("energy_j_per_1k")), size(r * r * channels)])
+    return Table(["candidate", "input", d["metric"], "vs best", "p99 latency", "energy / 1k", "pixels read"], rows,
+                 caption="Each image candidate at each input resolution; latency includes decoding and resizing "
+                 "the encoded image, as a served image arrives.")
+
+
+def resolution_notes(d: dict) -> list[str]:
+    """For each family tried at several resolutions: what its lowest one costs in quality and saves in latency."""
+    out = []
+    families: dict[str, list[dict]] = {}
+    for c in d["candidates"]:
+        if "resolution" in c:
+            families.setdefault(c["family"], []).append(c)
+    for family, cs in families.items():
+        if len(cs) < 2:
+            continue
+        lo, hi = min(cs, key=lambda c: c["resolution"]), max(cs, key=lambda c: c["resolution"])
+        diff = lo["quality"]["mean"] - hi["quality"]["mean"]
+        out.append(f"{family} at {lo['resolution']} px instead of {hi['resolution']} px: {signed(diff)} "
+                   f"{d['metric']}, p99 latency "
+                   f"{_ratio(lo['cost'].get('latency_ms_p99'), hi['cost'].get('latency_ms_p99'))}, "
+                   f"{(hi['resolution'] / lo['resolution']) ** 2:.3g}x fewer pixels per image.")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- compress

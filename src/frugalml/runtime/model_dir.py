@@ -31,6 +31,7 @@ SKOPS_FILE = "model.skops"
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "lightgbm.", "builtins.", "collections.",
                     "frugalml.candidates.text.", "frugalml.candidates.torch_mlp.", "frugalml.candidates.onnx_graph.",
                     "frugalml.candidates.hf_text.", "frugalml.candidates.tree_graph.",
+                    "frugalml.candidates.image.",
                     "frugalml.compression.prune_encoder.",
                     "frugalml.compression.onnx_trees.")  # CompactTrees* saved before they moved to tree_graph
 
@@ -84,11 +85,25 @@ class DeployedModel:
         return None if self._classes is None else self._classes.copy()
 
     def _frame(self, X) -> pd.DataFrame:
+        if self.schema.image and not isinstance(X, pd.DataFrame):
+            X = self._images(X)
         if not isinstance(X, pd.DataFrame):
             raise ModelError(f"X must be a pandas DataFrame with columns {self.schema.columns}, not {type(X).__name__}")
         if isinstance(self._predictor, OnnxPredictor):
             return X  # OnnxPredictor converts the columns itself, more cheaply
         return prepare_frame(X, self.schema)
+
+    def _images(self, X) -> pd.DataFrame:
+        """Images as a model of an image task takes them: a list (or a uint8 array of n images) of file paths,
+        encoded bytes or uint8 arrays (H x W, or H x W x 3) -> a frame of its image column."""
+        if isinstance(X, np.ndarray) and X.dtype == np.uint8 and X.ndim in (3, 4):
+            X = list(X)
+        if not isinstance(X, (list, tuple)):
+            raise ModelError(f"X must be a list of images (file paths, encoded bytes or uint8 arrays) or a DataFrame "
+                             f"with column {self.schema.image[0]!r}, not {type(X).__name__}")
+        column = np.empty(len(X), dtype=object)
+        column[:] = list(X)
+        return pd.DataFrame({self.schema.image[0]: column})
 
     def predict(self, X) -> np.ndarray:
         out = self._predictor.predict(self._frame(X))

@@ -50,7 +50,9 @@ def onnx_inputs(frame: pd.DataFrame, schema: Schema) -> dict[str, np.ndarray]:
     if schema.categorical:
         feeds["cat"] = _strings(n, values[n_num:n_num + n_cat], MISSING)
     if schema.text:
-        feeds["text"] = _strings(n, values[n_num + n_cat:], "")
+        feeds["text"] = _strings(n, values[n_num + n_cat:n_num + n_cat + len(schema.text)], "")
+    if schema.image:  # a graph that reads no image (a baseline) takes the column as strings
+        feeds["image"] = _strings(n, values[-1:], "")
     return feeds
 
 def _column_arrays(frame: pd.DataFrame, schema: Schema) -> list | None:
@@ -203,11 +205,25 @@ class OnnxPredictor:
         self.proba_output = names[1] if len(names) > 1 else None
         inputs = {i.name: i.shape[-1] for i in self.session.get_inputs()}
         expected = {k: n for k, n in (("num", len(schema.numeric)), ("cat", len(schema.categorical)),
-                                      ("text", len(schema.text))) if n}
+                                      ("text", len(schema.text)), ("image", len(schema.image))) if n}
+        # an image network reads pixels, (B, C, R, R): the images are decoded to that size before each run
+        self.pixels = next((i.shape[1:] for i in self.session.get_inputs() if i.name == "image"
+                            and i.type == "tensor(float)" and len(i.shape) == 4), None)
+        if self.pixels is not None:
+            inputs["image"] = 1
         if inputs != expected:
             raise ModelError(f"the ONNX model's inputs {inputs} do not match its schema {expected}")
 
     def feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The graph's inputs; for an image network, the images decoded (part of every timed call)."""
+        if self.pixels is not None:
+            from ..data.images import decode
+
+            column = self.schema.image[0]
+            if column not in frame.columns:
+                raise DataError(f"missing column {column!r}; the model reads its images from it")
+            channels, size = int(self.pixels[0]), int(self.pixels[1])
+            return {"image": decode(frame[column].to_numpy(dtype=object), size, channels)}
         return onnx_inputs(frame, self.schema)
 
     def run(self, feeds: dict[str, np.ndarray], outputs=None):

@@ -95,6 +95,8 @@ def decide(metric: Metric, fold_scores: list[FoldScores], costs: dict[str, dict]
             "groups": {}, "cost": costs[fs.name], "interpretable": by_name[fs.name].interpretable,
             "on_par": False, "pareto": False, "rejected_because": None,
         }
+        if by_name[fs.name].resolution is not None:  # an image candidate: its input, pixels per side
+            rec["resolution"] = by_name[fs.name].resolution
         refs = ([best] if not is_best else []) + ([r for r in references if r is not fs and r is not best]
                                                   if overall_ok else [])
         harm, weakest = _judge_groups(rec, fs, refs, best, group_sizes, test_train_ratio, cfg, s)

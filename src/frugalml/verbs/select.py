@@ -26,7 +26,7 @@ from ..version import __version__
 from .run_dir import RunResult, check_options, environment, machine_info, plain, prepare_out, write_run
 
 
-def _resolve_candidates(kind: str, candidates, text: bool = False) -> list[Candidate]:
+def _resolve_candidates(kind: str, candidates, text: bool = False, image: bool = False) -> list[Candidate]:
     names, extra = [], []
     for c in candidates or []:
         if isinstance(c, str):
@@ -37,9 +37,7 @@ def _resolve_candidates(kind: str, candidates, text: bool = False) -> list[Candi
             extra.append(from_estimator(c))
         else:
             raise ConfigError(f"candidate {c!r} is not a name, a Candidate or an estimator")
-    if names or not extra:
-        return ladder(kind, names or None, extra, text=text)
-    return ladder(kind, None, extra, text=text)
+    return ladder(kind, names or None, extra, text=text, image=image)
 
 
 def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, seed: int, store, executor, n_jobs: int,
@@ -48,7 +46,7 @@ def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, se
     the energy meter used)."""
     from joblib import Parallel, delayed
 
-    from ..candidates.text import embed_distinct
+    from ..candidates.tables import embed_distinct
     from ..evaluation.cost import refit_deployable
     from ..evaluation.quality import executor_backend
     from ..evaluation.trials import estimator_key
@@ -73,7 +71,7 @@ def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, se
     with executor_backend(executor):
         par = Parallel(n_jobs=n_jobs if executor in (None, "", "local") else -1, return_as="generator")
         done = par(delayed(refit_deployable)(est, t.schema, scale, t.X, t.y, seed,
-                                             embed_distinct([est], t.X, t.schema.text))  # the folds' embeddings
+                                             embed_distinct([est], t.X, t.schema.text + t.schema.image))  # the folds'
                    for est, scale in todo.values())
         names = list(todo)
         if names:
@@ -105,7 +103,7 @@ def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, se
 
 
 def select(data, target: str | None = None, *, groups: list[str] | None = None, text: list[str] | None = None,
-           task: str = "auto",
+           image: str | None = None, task: str = "auto",
            metric: str | None = None, tolerance: float = 0.01, alpha: float = 0.05, min_group_size: int = 30,
            cost_priority: str = "latency", strict_groups: bool = False, allow_baseline: bool = False,
            stability_draws: int = 200, folds: int = 5, repeats: int = 2, seed: int = 0,
@@ -120,6 +118,8 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     instances are added to it (to the full ladder when no name is given).
     ``resume``: reuse the fits stored by an interrupted (or finished) run into the same ``out``.
     ``text``: free-text columns (a builtin dataset has its own default); they switch to the text ladder.
+    ``image``: the column of image file paths (a folder of images or a builtin image dataset has its own); it
+    switches to the image ladder, each image candidate at several input resolutions.
     ``strict_groups``: a group too small to show non-inferiority rejects a candidate (by default only a group
     that shows harm does). ``allow_baseline``: the constant baseline may be recommended.
     ``stability_draws``: bootstrap draws of the rows for the decision's stability (docs/statistics.md).
@@ -130,10 +130,12 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         prepare_out(out_path, overwrite or resume)
-    t = load_task(data, target, groups=groups, task=task, min_rows=folds, text=text)
-    chosen = _resolve_candidates(t.kind, candidates, bool(t.schema.text))
+    t = load_task(data, target, groups=groups, task=task, min_rows=folds, text=text,
+                  image=[image] if image else None)
+    chosen = _resolve_candidates(t.kind, candidates, bool(t.schema.text), bool(t.schema.image))
     # the default ladder's candidates whose packages are not installed (a named one is an error instead)
-    skipped = {} if any(isinstance(c, str) for c in candidates or []) else left_out(t.kind, bool(t.schema.text))
+    skipped = {} if any(isinstance(c, str) for c in candidates or []) else left_out(t.kind, bool(t.schema.text),
+                                                                                   bool(t.schema.image))
     n_classes = len(t.schema.classes) if t.kind == "classification" else None
     metric_why = "as asked"
     if metric is None:
@@ -181,6 +183,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
                      "cost": cost.to_json(), "requests_per_day": requests_per_day},
         "data": {"source": t.source, "rows": t.n_rows, "features": len(t.schema.columns), "target": t.schema.target,
                  "numeric": t.schema.numeric, "categorical": t.schema.categorical, "text": t.schema.text,
+                 "image": t.schema.image, "image_channels": t.image_channels,
                  "classes": t.schema.classes,
                  "dropped_rows": t.dropped_rows, "dropped_columns": t.dropped_columns},
         "energy": {"source": meter.source, "method": meter.method},

@@ -1,0 +1,205 @@
+"""Image tasks: builtin:elpv, the user's own images (a table of paths or a folder), the image ladder at several
+resolutions through select, the deployed ONNX model on paths, bytes and arrays, and bad input."""
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import frugalml
+from frugalml.cli import main
+
+
+def elpv():
+    from frugalml.data.builtin import DATASETS
+
+    return DATASETS.get("elpv").load()
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    """120 elpv cells, 30 of each (type, defective), copied beside a CSV that names them by relative path."""
+    folder = tmp_path_factory.mktemp("cells")
+    df = elpv()
+    df = pd.concat([d.sample(30, random_state=0) for _, d in df.groupby(["type", "defective"])], ignore_index=True)
+    (folder / "img").mkdir()
+    for path in df["image"]:
+        shutil.copy(path, folder / "img")
+    df["image"] = ["img/" + p.rsplit("/", 1)[1] for p in df["image"]]
+    df.drop(columns="level").to_csv(folder / "cells.csv", index=False)
+    return folder / "cells.csv"
+
+
+def test_builtin_elpv_is_the_dataset_its_paper_describes():
+    from frugalml.data import load_task
+
+    t = load_task("builtin:elpv")
+    assert t.n_rows == 2624 and t.schema.image == ["image"] and t.image_channels == 1
+    assert t.schema.classes == ["no", "yes"] and int(t.y.sum()) == 821  # probability >= 0.5
+    assert {k: int((v == k).sum()) for v in t.groups.values() for k in ("mono", "poly")} == {"mono": 1074, "poly": 1550}
+    assert t.schema.numeric == t.schema.categorical == [] and "level" in t.dropped_columns
+    four = load_task("builtin:elpv", "level")
+    assert four.schema.classes == ["0", "1", "1/3", "2/3"] and np.bincount(four.y).tolist() == [1508, 715, 295, 106]
+
+
+def test_a_folder_of_class_folders_is_a_table(tmp_path):
+    from frugalml.data import load_task
+
+    paths = elpv()["image"].head(6)
+    for k, p in enumerate(paths):
+        (tmp_path / ("ok" if k % 2 else "cracked")).mkdir(exist_ok=True)
+        shutil.copy(p, tmp_path / ("ok" if k % 2 else "cracked") / f"c{k}.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    t = load_task(str(tmp_path), min_rows=2)
+    assert t.schema.target == "label" and t.schema.classes == ["cracked", "ok"] and t.n_rows == 6
+
+
+def test_each_image_is_decoded_once_per_resolution_across_the_folds(cells, monkeypatch):
+    from frugalml.candidates import CANDIDATES, tables
+    from frugalml.candidates.image import ImageFeatures
+    from frugalml.data import load_task, make_splits
+    from frugalml.evaluation import evaluate_quality, resolve_metric
+
+    monkeypatch.setattr(tables, "_TABLES", type(tables._TABLES)())
+    seen, real = [], ImageFeatures._embed
+
+    def counting(self, values):
+        seen.extend((self.resolution, v) for v in values)
+        return real(self, values)
+
+    monkeypatch.setattr(ImageFeatures, "_embed", counting)
+    task = load_task(str(cells), "defective", image=["image"], groups=["type"])
+    splits = make_splits(task, 3, 2, 0)
+    metric = resolve_metric("accuracy", task.kind, 2)
+    chosen = [CANDIDATES.get("pixels_linear@32"), CANDIDATES.get("hog_linear@64")]
+    shared = evaluate_quality(task, chosen, splits, metric, n_jobs=1)
+    assert sorted(seen) == sorted((r, p) for r in (32, 64) for p in task.X["image"])  # once per image and size
+    monkeypatch.setattr(tables, "embed_distinct", lambda *a, **k: [])
+    alone = evaluate_quality(task, chosen, splits, metric, n_jobs=1)
+    for a, b in zip(shared, alone):  # the same scores as decoding in every fold
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_select_on_images_deploys_one_onnx_graph_from_pixels(cells, tmp_path, fast_cost, validate_decision):
+    """dummy, HOG at two resolutions, a small CNN and the frozen backbone, on 120 cells: a valid decision with
+    each candidate's resolution, a report that shows it, and a model that loads and predicts on paths, encoded
+    bytes and arrays of other sizes as the native pipeline does."""
+    from dataclasses import replace
+
+    cost = replace(fast_cost, memory_probe=True)
+    run = frugalml.select(str(cells), "defective", image="image", groups=["type"], folds=3, repeats=1,
+                          candidates=["dummy", "hog_linear@32", "hog_linear@64", "small_cnn@32", "effnet_linear@32",
+                                      "effnet_linear@160"],
+                          out=tmp_path / "run", cost=cost, stability_draws=20, n_jobs=2)
+    d = run.decision
+    validate_decision(d)
+    by = {c["name"]: c for c in d["candidates"]}
+    assert not d["failed"] and set(by) == {"dummy", "hog_linear@32", "hog_linear@64", "small_cnn@32",
+                                          "effnet_linear@32", "effnet_linear@160"}
+    assert {n: c.get("resolution") for n, c in by.items()} == {"dummy": None, "hog_linear@32": 32,
+                                                              "hog_linear@64": 64, "small_cnn@32": 32,
+                                                              "effnet_linear@32": 32, "effnet_linear@160": 160}
+    assert d["data"]["image"] == ["image"] and all(c["cost"]["format"] == "onnx" for n, c in by.items() if n != "dummy")
+    # the resolution knob moves the cost: more HOG features at 64 px; the backbone at 160 px is slower than at 32
+    assert by["hog_linear@64"]["cost"]["params"] > 3 * by["hog_linear@32"]["cost"]["params"]
+    assert by["effnet_linear@160"]["cost"]["latency_ms_p50"] > 2 * by["effnet_linear@32"]["cost"]["latency_ms_p50"]
+    assert all(np.isfinite(c["cost"]["peak_memory_mb"]) for c in by.values())
+    assert "160 px" in (tmp_path / "run" / "report.html").read_text()
+
+    model = frugalml.load(tmp_path / "run")
+    native = frugalml.load(tmp_path / "run", native=True)
+    table = pd.read_csv(cells)
+    paths = [str(cells.parent / p) for p in table["image"][:8]]
+    arrays = [np.asarray(Image.open(p)) for p in paths]
+    encoded = [open(p, "rb").read() for p in paths]
+    bigger = [np.asarray(Image.fromarray(a).resize((340, 300))) for a in arrays]  # another size, not square
+    rgb = [np.repeat(a[:, :, None], 3, axis=2) for a in arrays]  # a colour copy of a grayscale image
+    expected = native.predict(paths)
+    for images in (paths, arrays, encoded, rgb):
+        np.testing.assert_array_equal(model.predict(images), expected)
+    np.testing.assert_allclose(model.predict_proba(paths), native.predict_proba(paths), atol=1e-4)
+    assert set(model.predict(bigger)) <= {"no", "yes"}
+    assert set(model.predict(pd.DataFrame({"image": paths}))) <= {"no", "yes"}
+    meta = json.loads((tmp_path / "run" / "model" / "meta.json").read_text())
+    assert meta["schema"]["image"] == ["image"]
+
+
+def _cells(tmp_path, rows=12):
+    df = elpv().head(rows)[["image", "type", "defective"]].copy()
+    df.loc[df.index[:rows // 2], "defective"] = "yes"
+    df.loc[df.index[rows // 2:], "defective"] = "no"
+    return df
+
+
+def _csv(tmp_path, df):
+    path = tmp_path / "cells.csv"
+    df.to_csv(path, index=False)
+    return str(path)
+
+
+def _broken(tmp_path, df, how):
+    df = df.copy()
+    if how == "missing":
+        df.loc[df.index[3], "image"] = str(tmp_path / "gone.png")
+    elif how == "unreadable":
+        (tmp_path / "bad.png").write_bytes(open(df["image"].iloc[3], "rb").read()[:300])  # a torn PNG
+        df.loc[df.index[3], "image"] = str(tmp_path / "bad.png")
+    elif how == "not an image":
+        (tmp_path / "notes.png").write_text("hello")
+        df.loc[df.index[3], "image"] = str(tmp_path / "notes.png")
+    elif how == "not a path":  # a column of numbers named as the image column
+        df["image"] = np.arange(len(df)) + 0.5
+    return _csv(tmp_path, df)
+
+
+@pytest.mark.parametrize("how, needle", [("missing", "gone.png (column 'image', row 4) not found"),
+                                         ("unreadable", "cannot read image"), ("not an image", "cannot read image"),
+                                         ("not a path", "holds 0.5 in row 1, not a file path")])
+def test_a_bad_image_is_one_line_and_nothing_is_written(tmp_path, capsys, how, needle):
+    out = tmp_path / "out"
+    code = main(["select", _broken(tmp_path, _cells(tmp_path), how), "--target", "defective", "--image", "image",
+                 "--folds", "2", "--out", str(out)])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
+    assert not out.exists()
+
+
+def test_a_folder_with_one_class_and_other_image_mistakes_are_refused(tmp_path, capsys):
+    (tmp_path / "only" / "ok").mkdir(parents=True)
+    shutil.copy(elpv()["image"].iloc[0], tmp_path / "only" / "ok" / "a.png")
+    cases = [
+        (["select", str(tmp_path / "only")], "single class ('ok')"),
+        (["select", _csv(tmp_path, _cells(tmp_path)), "--target", "defective", "--image", "nope"],
+         "image column 'nope' not found"),
+        (["select", _csv(tmp_path, _cells(tmp_path)), "--target", "defective", "--image", "image", "--candidate",
+          "linear"], "does not read images"),
+        (["select", _csv(tmp_path, _cells(tmp_path)), "--target", "defective", "--candidate", "hog_linear@32"],
+         "--image COL"),
+    ]
+    for args, needle in cases:
+        code = main([*args, "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_of_mixed_sizes_and_modes_decode_to_the_models_resolution():
+    """Every image is squeezed to R x R: a user's images may differ in size, and in colour."""
+    from frugalml.data.images import decode
+
+    gray = np.arange(300 * 200, dtype=np.uint32).reshape(300, 200).astype(np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(gray).save(png, format="PNG")
+    colour = np.dstack([gray[:150, :150]] * 3)
+    out = decode([gray, png.getvalue(), colour], 32, 1)
+    assert out.shape == (3, 1, 32, 32) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[0], out[1])  # an array and its PNG bytes decode alike
+    assert decode([colour], 48, 3).shape == (1, 3, 48, 48)
+    with pytest.raises(frugalml.errors.DataError, match="uint8"):
+        decode([gray.astype(np.float64)], 32, 1)

@@ -203,3 +203,23 @@ def test_images_of_mixed_sizes_and_modes_decode_to_the_models_resolution():
     assert decode([colour], 48, 3).shape == (1, 3, 48, 48)
     with pytest.raises(frugalml.errors.DataError, match="uint8"):
         decode([gray.astype(np.float64)], 32, 1)
+
+
+@pytest.mark.slow
+def test_compress_keeps_a_cnn_variant_that_holds_per_group(cells, tmp_path, fast_cost, validate_decision):
+    """The guard on a small CNN: its ONNX graph quantized to int8 (dynamic, and static on calibration images) and
+    in float16, each judged per group against the original; the kept one loads and predicts on image files."""
+    frugalml.select(str(cells), "defective", image="image", groups=["type"], folds=2, repeats=1,
+                    candidates=["small_cnn@32"], out=tmp_path / "sel", cost=fast_cost, stability_draws=0, n_jobs=2)
+    run = frugalml.compress(tmp_path / "sel", str(cells), groups=["type"], out=tmp_path / "cmp", cost=fast_cost)
+    d = run.decision
+    validate_decision(d)
+    tried = {c["name"].split(":")[0] for c in d["candidates"]}
+    assert {"original", "onnx-int8-dynamic", "onnx-int8-static", "onnx-fp16"} <= tried
+    assert all(set(c["groups"]) == {"type=mono", "type=poly"} for c in d["candidates"])
+    kept = {c["name"]: c for c in d["candidates"]}[d["recommended"]]
+    original = {c["name"]: c for c in d["candidates"]}["original"]
+    assert kept["cost"]["format"] == "onnx" and kept["cost"]["size_bytes"] <= original["cost"]["size_bytes"]
+    model = frugalml.load(tmp_path / "cmp")
+    paths = [str(cells.parent / p) for p in pd.read_csv(cells)["image"][:6]]
+    assert set(model.predict(paths)) <= {"no", "yes"} and model.predict_proba(paths).shape == (6, 2)

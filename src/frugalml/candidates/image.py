@@ -24,6 +24,8 @@ reading R and C from the graph's input.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 
@@ -181,17 +183,38 @@ class ImageModel(ClassifierMixin, BaseEstimator):
     """Base of the image classifiers: ``features`` (an ``ImageFeatures``) read the images; a subclass fits what
     comes after them and writes it as a torch module for the ONNX export (``head_module``)."""
 
+    reads_raw_input = True  # images, not a feature matrix: compression.distill does not apply
+
     @property
     def resolution(self) -> int:
         return int(self.features.resolution)
 
+    @property
+    def compressed(self) -> bool:
+        """Runs a graph a compression technique made (``on_graph``) instead of its own network."""
+        return getattr(self, "onnx_graph_", None) is not None
+
     def fit(self, X, y):
+        self.__dict__.pop("onnx_graph_", None)
         self.features_ = clone(self.features).fit(X)
         self.classes_, target = np.unique(np.asarray(y), return_inverse=True)
         self._fit_features(self.features_.transform(X), target)
         return self
 
+    def on_graph(self, graph: np.ndarray, graph_optimization: str = "all"):
+        """A copy that runs ``graph`` (ONNX bytes as a uint8 array, with this model's input and outputs: a
+        quantized or float16 export) on ONNX Runtime; the fitted state is shared, this model is not modified."""
+        new = copy.copy(self)
+        new.__dict__.pop("_session", None)
+        new.onnx_graph_, new.graph_optimization, new.threads = graph, graph_optimization, None
+        return new
+
     def predict_proba(self, X):
+        if self.compressed:
+            from ..runtime.sessions import cached_session
+
+            pixels = self.features_.pixels(image_values(X))
+            return cached_session(self).run(["probabilities"], {"image": pixels})[0].astype(np.float64)
         return self._proba(self.features_.transform(X))
 
     def predict(self, X):
@@ -202,6 +225,8 @@ class ImageModel(ClassifierMixin, BaseEstimator):
         the class in ``classes_``, and ``probabilities`` (B, classes) float32."""
         from .torch_onnx import module_onnx
 
+        if self.compressed:
+            return self.onnx_graph_.tobytes()
         torch = _torch()
         features, head = self.features_.module(), self.head_module()
 
@@ -217,6 +242,13 @@ class ImageModel(ClassifierMixin, BaseEstimator):
         r, c = self.resolution, self.features_.channels_
         example = torch.rand(2, c, r, r) * 255
         return module_onnx(Network().eval(), example, ["label", "probabilities"])
+
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for live in ("_session", "_net"):  # rebuilt from onnx_graph_ / weights_
+            state.pop(live, None)
+        return state
 
 
 class LinearHead:
@@ -342,11 +374,6 @@ class SmallCNN(ImageModel):
 
     def frugal_param_count(self) -> int:
         return sum(p.numel() for p in self._network().parameters())
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        state.pop("_net", None)  # rebuilt from weights_
-        return state
 
 
 def _pixels_linear(resolution, seed):

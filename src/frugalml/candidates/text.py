@@ -391,7 +391,7 @@ class MiniLMClassifier(ClassifierMixin, BaseEstimator):
     torch, then ``"onnx"`` keeps the network (encoder, head and softmax) as an ONNX graph in ``onnx_graph_``.
     """
 
-    reads_raw_text = True  # no feature matrix before it: compression.distill does not apply
+    reads_raw_input = True  # no feature matrix before it: compression.distill does not apply
 
     def __init__(self, epochs: int = 2, learning_rate: float = 5e-5, head_learning_rate: float = 2e-3,
                  batch_size: int = 16, max_length: int = 128, seed: int = 0, runtime: str = "torch",

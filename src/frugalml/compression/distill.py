@@ -34,8 +34,9 @@ def _applies(pipeline) -> bool:
     teacher = final_estimator(pipeline)
     if len(getattr(pipeline, "steps", [])) < 2:  # no fitted preprocessing to give the student its features
         return False
-    # a teacher that reads raw text (a fine-tuned transformer) leaves no features for a classical student
-    return not isinstance(teacher, thin) and not getattr(teacher, "reads_raw_text", False)
+    # a teacher that reads raw text or images (a fine-tuned transformer, a CNN) leaves no features for a classical
+    # student
+    return not isinstance(teacher, thin) and not getattr(teacher, "reads_raw_input", False)
 
 
 def _settings(pipeline) -> list[DistillConfig]:

@@ -1,5 +1,6 @@
 """What the MiniLM techniques share: find a pipeline's MiniLM networks, and build the variant in which every
-one of them runs on another runtime.
+one of them runs on another runtime. The graph techniques apply to two other kinds of model the same way: a
+bare ONNX file (``candidates.onnx_graph``) and an image network (``candidates.image``), each exported whole.
 
 Two kinds of pipeline hold one. minilm_linear: ``Pipeline([("prep", ColumnTransformer([... ("text0",
 MiniLMEncoder, k) ...])), ("model", head)])``, the frozen encoder as featurizer of each text column;
@@ -36,6 +37,15 @@ def classifier(pipeline):
     return model if isinstance(model, MiniLMClassifier) else None
 
 
+def image_model(pipeline):
+    """The image model (``candidates.image.ImageModel``) that is the pipeline's model, or None."""
+    from ..candidates.image import ImageModel
+    from . import final_estimator
+
+    model = final_estimator(pipeline)
+    return model if isinstance(model, ImageModel) else None
+
+
 def _models(pipeline) -> list:
     return [enc for _, enc, _ in encoders(pipeline)] + [m for m in [classifier(pipeline)] if m is not None]
 
@@ -57,7 +67,7 @@ def applies_minilm(pipeline) -> bool:
 
 def applies(pipeline) -> bool:
     """A graph technique applies: MiniLM in fp32 torch, or a bare ONNX graph not yet compressed."""
-    graph = graph_model(pipeline)
+    graph = graph_model(pipeline) or image_model(pipeline)
     return applies_minilm(pipeline) or (graph is not None and not graph.compressed)
 
 
@@ -68,8 +78,8 @@ def applies_int8(pipeline) -> bool:
     """An int8 graph technique applies: MiniLM in fp32 torch, or a bare ONNX graph not yet compressed that has
     something for ONNX Runtime's quantizer to quantize (a graph of ``ai.onnx.ml`` nodes, such as skl2onnx writes
     for linear and tree models, has not: its quantizer fails on such graphs rather than leaving them alone)."""
-    if applies_minilm(pipeline):
-        return True
+    if applies_minilm(pipeline) or (image_model(pipeline) is not None and applies(pipeline)):
+        return True  # an image network: convolutions, or at least its linear head
     graph = graph_model(pipeline)
     if graph is None or graph.compressed:
         return False
@@ -84,6 +94,12 @@ def calibration_feeds(pipeline, X, limit: int) -> list[dict]:
     graph = graph_model(pipeline)
     if graph is not None:
         return [graph.feeds(X.iloc[i:i + 64]) for i in range(0, min(len(X), limit), 64)]
+    image = image_model(pipeline)
+    if image is not None:
+        from ..candidates.image import image_values
+
+        values = image_values(pipeline[:-1].transform(X.iloc[:limit]))
+        return [{"image": image.features_.pixels(values[i:i + 32])} for i in range(0, len(values), 32)]
     from ..candidates.text import minilm_tokenizer, token_batches
 
     clf = classifier(pipeline)
@@ -120,8 +136,8 @@ def with_runtime(pipeline, runtime: str, graph: bytes | None = None, graph_optim
     if graph is not None and calibration is not None:
         graph_optimization = tuned_setting(pipeline, graph, graph_optimization, calibration[0])
     array = None if graph is None else np.frombuffer(graph, dtype=np.uint8).copy()
-    foreign = graph_model(pipeline)
-    if foreign is not None:  # a bare ONNX graph: the same estimator on the new graph
+    foreign = graph_model(pipeline) or image_model(pipeline)
+    if foreign is not None:  # a bare ONNX graph or an image network: the same estimator on the new graph
         return with_final(pipeline, foreign.on_graph(array, graph_optimization))
     clf = classifier(pipeline)
     if clf is not None:
@@ -152,6 +168,8 @@ def fp32_graph(pipeline) -> bytes:
     graph = graph_model(pipeline)
     if graph is not None:
         return graph.onnx_graph_.tobytes()
+    if image_model(pipeline) is not None:
+        return image_model(pipeline).export_onnx()
     clf = classifier(pipeline)
     if clf is not None:
         return clf.export_onnx()

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import Technique, register_technique
-from .encoder import applies_int8, calibration_feeds, fp32_graph, graph_model, quiet_quantizer, with_runtime
+from .encoder import (applies_int8, calibration_feeds, fp32_graph, graph_model, image_model, quiet_quantizer,
+                      with_runtime)
 
 CALIBRATION_ROWS = 128
 
@@ -69,14 +70,15 @@ def quantize_graph(graph: bytes, feeds: list[dict], skip_ffn_output: bool = Fals
 
 def _apply(pipeline, cfg: OnnxInt8StaticConfig, calibration):
     X, _ = calibration
-    ops = ("MatMul", "Gemm", "Gather") if graph_model(pipeline) is not None else ("MatMul", "Gather")
+    ops = (("Conv", "MatMul", "Gemm") if image_model(pipeline) is not None else
+           ("MatMul", "Gemm", "Gather") if graph_model(pipeline) is not None else ("MatMul", "Gather"))
     graph = quantize_graph(fp32_graph(pipeline), calibration_feeds(pipeline, X, CALIBRATION_ROWS),
                            cfg.skip_ffn_output, ops)
     return with_runtime(pipeline, "onnx", graph, cfg.graph_optimization, calibration)
 
 
 def _settings(pipeline) -> list[OnnxInt8StaticConfig]:
-    if graph_model(pipeline) is not None:  # FFN output projections are named so only in the MiniLM export
+    if graph_model(pipeline) is not None or image_model(pipeline) is not None:  # FFN outputs: MiniLM's only
         return [OnnxInt8StaticConfig()]
     return [OnnxInt8StaticConfig(skip_ffn_output=False), OnnxInt8StaticConfig(skip_ffn_output=True)]
 

@@ -231,7 +231,7 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
         df = df.copy()
         from .images import image_paths
 
-        df[image[0]], channels = image_paths(df[image[0]], image[0], _base_folder(source))
+        df[image[0]], channels = image_paths(df[image[0]], image[0], base_folder(source))
         schema = Schema(kind, [], [], target, class_list, [], image)
         return Task(X=prepare_frame(df, schema), y=y, schema=schema, groups=read_groups(df, groups), source=source,
                     dropped_rows=dropped, dropped_columns=dropped_cols, image_channels=channels)
@@ -267,7 +267,7 @@ def load_task(data, target: str | None = None, *, groups: list[str] | tuple[str,
                 dropped_columns=dropped_cols)
 
 
-def _base_folder(source: str) -> Path | None:
+def base_folder(source: str) -> Path | None:
     """The folder a table's relative image paths are read against: the table file's own."""
     path = Path(source)
     return path.parent if path.is_file() else None

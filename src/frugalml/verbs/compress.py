@@ -50,7 +50,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     from ..compression.encoder import session_setting
     from ..compression.search import SearchConfig, search
     from ..data import prepare_frame, read_table
-    from ..data.task import numeric_target, read_groups
+    from ..data.task import base_folder, numeric_target, read_groups
     from ..evaluation.quality import masks_of, model_outputs, progress_reporter
     from ..runtime.model_dir import META, load_pipeline
     from ..selection.decide import mark_pareto, recommend
@@ -80,6 +80,10 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     target = target or schema.target
     _check_target(df, target)
     df = df[df[target].notna()].reset_index(drop=True)
+    if schema.image and schema.image[0] in df.columns:  # relative image paths are read against the table's folder
+        from ..data.images import image_paths
+
+        df[schema.image[0]], _ = image_paths(df[schema.image[0]], schema.image[0], base_folder(source))
     X = prepare_frame(df, schema)  # a model whose inputs are not in the data stops here
     if schema.task == "classification":
         index = {c: i for i, c in enumerate(schema.classes)}

@@ -210,11 +210,15 @@ class ImageModel(ClassifierMixin, BaseEstimator):
         return new
 
     def predict_proba(self, X):
-        if self.compressed:
+        if self.compressed:  # decoded and run a batch at a time: a backbone's activations are large
             from ..runtime.sessions import cached_session
 
-            pixels = self.features_.pixels(image_values(X))
-            return cached_session(self).run(["probabilities"], {"image": pixels})[0].astype(np.float64)
+            session, values, step = cached_session(self), image_values(X), self.features_.batch_size
+            out = np.zeros((len(values), len(self.classes_)))
+            for i in range(0, len(values), step):
+                pixels = self.features_.pixels(values[i:i + step])
+                out[i:i + step] = session.run(["probabilities"], {"image": pixels})[0]
+            return out
         return self._proba(self.features_.transform(X))
 
     def predict(self, X):

@@ -269,7 +269,7 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
             onx = OnnxPredictor(artifact["onnx"], schema, threads=cfg.threads)
             out_names = [onx.label_output]
             if onx.pixels is not None:  # images arrive encoded: decoding them is part of the cost
-                feeds, big_feeds, run = rows, big, lambda r: onx.run(onx.feeds(r), out_names)
+                feeds, big_feeds, run = rows, big, onx.predict
             else:
                 feeds, big_feeds, run = [onx.feeds(r) for r in rows], onx.feeds(big), lambda f: onx.run(f, out_names)
             deployed = _time_calls(run, feeds, cfg, meter)

@@ -229,18 +229,27 @@ class OnnxPredictor:
     def run(self, feeds: dict[str, np.ndarray], outputs=None):
         return self.session.run(outputs, feeds)
 
+    IMAGE_BATCH = 64  # images decoded and run at a time: a network's activations on thousands would not fit
+
+    def _run(self, outputs: list[str], frame: pd.DataFrame) -> list[np.ndarray]:
+        if self.pixels is None or len(frame) <= self.IMAGE_BATCH:
+            return self.session.run(outputs, self.feeds(frame))
+        parts = [self.session.run(outputs, self.feeds(frame.iloc[i:i + self.IMAGE_BATCH]))
+                 for i in range(0, len(frame), self.IMAGE_BATCH)]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        out = self.session.run([self.label_output], self.feeds(frame))[0]
+        out = self._run([self.label_output], frame)[0]
         return np.asarray(out).reshape(-1) if self.schema.task == "classification" else np.asarray(out, dtype=np.float64).reshape(-1)
 
     def predict_with_proba(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels and probabilities (None without a probability output) from one session run."""
         if self.proba_output is None:
             return self.predict(frame), None
-        labels, proba = self.session.run([self.label_output, self.proba_output], self.feeds(frame))
+        labels, proba = self._run([self.label_output, self.proba_output], frame)
         return np.asarray(labels).reshape(-1), np.asarray(proba, dtype=np.float64)
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         if self.proba_output is None:
             raise ModelError("this model has no probability output")
-        return np.asarray(self.session.run([self.proba_output], self.feeds(frame))[0], dtype=np.float64)
+        return np.asarray(self._run([self.proba_output], frame)[0], dtype=np.float64)

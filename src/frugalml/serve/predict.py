@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Schema
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..runtime.model_dir import DeployedModel
 from .batcher import DynamicBatcher
 
@@ -20,6 +20,9 @@ def request_model(schema: Schema):
     error, not a silently missing one). The target column may ride along and is ignored."""
     from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, create_model
 
+    if schema.image:
+        raise ConfigError("frugal serve does not serve image models yet (a request would carry the image's bytes); "
+                          "load it in Python with frugalml.load and call predict on images")
     # a finite float32: ONNX Runtime reads numbers as float32, where larger ones would become inf
     number = Optional[Annotated[float, Field(strict=True, ge=-F32_MAX, le=F32_MAX, allow_inf_nan=False)]]
     category = Optional[Union[StrictStr, StrictInt, StrictFloat, StrictBool]]

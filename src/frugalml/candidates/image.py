@@ -317,7 +317,8 @@ class ImageLinear(ImageModel):
 
 class SmallCNN(ImageModel):
     """A small CNN trained from scratch (``small_cnn``) on ``features``, an ``ImageFeatures("pixels", R)`` (the
-    decoded images, shared across folds). Its weights are kept as safetensors bytes (``weights_``)."""
+    decoded images, shared across folds). Its weights are kept as safetensors bytes (``weights_``), its blocks'
+    channel counts in ``widths_`` (fewer once pruned: ``with_network``)."""
 
     def __init__(self, features=None, width: int = 16, epochs: int = 12, learning_rate: float = 3e-3,
                  batch_size: int = 64, seed: int = 0):
@@ -334,14 +335,24 @@ class SmallCNN(ImageModel):
         return _torch().from_numpy(np.ascontiguousarray(F, dtype=np.float32)).reshape(-1, c, r, r)
 
     def _fit_features(self, F, target):
-        from .small_cnn import network, train
+        from .small_cnn import network, train, widths_of
         from .text import state_bytes
 
         torch = _torch()
-        net = network(self.features_.channels_, self.width, len(self.classes_))
+        self.widths_ = widths_of(self.width)
+        net = network(self.features_.channels_, self.widths_, len(self.classes_))
         self._net = train(net, self._images(F), torch.as_tensor(target, dtype=torch.long), epochs=self.epochs,
                           learning_rate=self.learning_rate, batch_size=self.batch_size, seed=self.seed)
         self.weights_ = state_bytes(self._net)
+
+    def with_network(self, net, widths):
+        """A copy holding ``net`` (a ``small_cnn.network`` with ``widths``), e.g. pruned; this one is unchanged."""
+        from .text import state_bytes
+
+        new = copy.copy(self)
+        new.__dict__.pop("onnx_graph_", None)
+        new._net, new.widths_, new.weights_ = net.eval(), tuple(widths), state_bytes(net)
+        return new
 
     def _network(self):
         if getattr(self, "_net", None) is None:
@@ -349,7 +360,7 @@ class SmallCNN(ImageModel):
 
             from .small_cnn import network
 
-            net = network(self.features_.channels_, self.width, len(self.classes_))
+            net = network(self.features_.channels_, self.widths_, len(self.classes_))
             net.load_state_dict(load(bytes(self.weights_)), strict=True)
             self._net = net.eval()
         return self._net

@@ -14,8 +14,14 @@ import numpy as np
 from ..errors import need
 
 
-def network(channels: int, width: int, n_classes: int):
-    """(B, channels, R, R) pixels 0..255 -> (B, n_classes) logits, at any R >= 8."""
+def widths_of(width: int) -> tuple[int, int, int]:
+    """The three blocks' channel counts for a base ``width``."""
+    return (width, 2 * width, 4 * width)
+
+
+def network(channels: int, widths: tuple[int, ...], n_classes: int):
+    """(B, channels, R, R) pixels 0..255 -> (B, n_classes) logits, at any R >= 8; ``widths``: each block's
+    channels (a pruned network has fewer than ``widths_of`` gives)."""
     torch = need("torch", "small_cnn", "image")
     nn = torch.nn
 
@@ -24,7 +30,7 @@ def network(channels: int, width: int, n_classes: int):
             return (x - 127.5) / 64.0
 
     layers, c_in = [Scale()], channels
-    for w in (width, 2 * width, 4 * width):
+    for w in widths:
         layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2)]
         c_in = w
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, n_classes))

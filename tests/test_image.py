@@ -256,3 +256,32 @@ def test_the_fine_tuned_backbone_starts_from_imagenet_and_exports_whole(cells):
     trunk = model.features_.frugal_param_count()
     assert 2e6 < trunk < 2.5e6 and model.frugal_param_count() == trunk + sum(
         p.numel() for p in model.torch_network().parameters())
+
+
+def test_an_efficientnet_model_distills_into_the_small_cnn(cells):
+    """cnn-distill: a student CNN at 32 px trained on the teacher's probabilities for the calibration images; it
+    follows the teacher more than the labels, and exports to one ONNX graph."""
+    from frugalml.candidates import build_pipeline
+    from frugalml.candidates.image import ImageFeatures, ImageLinear, SmallCNN
+    from frugalml.compression import TECHNIQUES, compress
+    from frugalml.compression.distill_cnn import CNNDistillConfig
+    from frugalml.data import load_task
+
+    task = load_task(str(cells), "defective", image=["image"])
+    teacher = build_pipeline(ImageLinear(ImageFeatures("efficientnet-lite0", 64)), task.schema, False)
+    teacher.fit(task.X, task.y)
+    assert TECHNIQUES.get("cnn-distill").applies_to(teacher)
+    assert [c.resolution for c in TECHNIQUES.get("cnn-distill").settings(teacher)] == [32, 64]
+    before = teacher.predict_proba(task.X)
+    student = compress(teacher, CNNDistillConfig(32), calibration=(task.X, task.y))
+    np.testing.assert_array_equal(teacher.predict_proba(task.X), before)  # the teacher is not modified
+    model = student[-1]
+    assert isinstance(model, SmallCNN) and model.resolution == 32 and list(model.classes_) == [0, 1]
+    follows = (student.predict(task.X) == teacher.predict(task.X)).mean()
+    assert follows >= 0.7, follows
+    assert not TECHNIQUES.get("cnn-distill").applies_to(student)  # a CNN is not distilled again
+    from frugalml.runtime.sessions import ort_session
+
+    pixels = model.features_.pixels(list(task.X["image"][:5]))
+    np.testing.assert_allclose(ort_session(model.export_onnx(), 1).run(["probabilities"], {"image": pixels})[0],
+                               student.predict_proba(task.X.iloc[:5]), atol=1e-4)

@@ -355,9 +355,18 @@ class SmallCNN(ImageModel):
         torch = _torch()
         self.widths_ = widths_of(self.width)
         net = network(self.features_.channels_, self.widths_, len(self.classes_))
-        self._net = train(net, self.pixel_tensor(F), torch.as_tensor(target, dtype=torch.long), epochs=self.epochs,
+        target = torch.as_tensor(target, dtype=torch.float32 if np.ndim(target) == 2 else torch.long)
+        self._net = train(net, self.pixel_tensor(F), target, epochs=self.epochs,
                           learning_rate=self.learning_rate, batch_size=self.batch_size, seed=self.seed)
         self.weights_ = state_bytes(self._net)
+
+    def fit_soft(self, X, probabilities, classes):
+        """Fit to class probabilities (n, classes), a teacher's, instead of labels (``compression.distill_cnn``)."""
+        self.__dict__.pop("onnx_graph_", None)
+        self.features_ = clone(self.features).fit(X)
+        self.classes_ = np.asarray(classes)
+        self._fit_features(self.features_.transform(X), np.asarray(probabilities, dtype=np.float32))
+        return self
 
     def with_network(self, net, widths):
         """A copy holding ``net`` (a ``small_cnn.network`` with ``widths``), e.g. pruned; this one is unchanged."""

@@ -13,6 +13,8 @@ import numpy as np
 
 from ..errors import need
 
+MIN_STEPS = 100  # optimizer steps a fit takes at least, whatever the number of images
+
 
 def widths_of(width: int) -> tuple[int, int, int]:
     """The three blocks' channel counts for a base ``width``."""
@@ -37,11 +39,13 @@ def network(channels: int, widths: tuple[int, ...], n_classes: int):
 
 
 def train(net, x, y, *, epochs: int, learning_rate: float, batch_size: int, seed: int):
-    """Fit ``net`` to images ``x`` (n, C, R, R) float32 tensor and class indices ``y`` (n,) int64 tensor, in place."""
+    """Fit ``net`` to images ``x`` (n, C, R, R) float32 tensor and class indices ``y`` (n,) int64 tensor (or class
+    probabilities (n, classes) float32, a teacher's), in place."""
     torch = need("torch", "small_cnn", "image")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     batches = max(1, len(x) // batch_size)
+    epochs = max(epochs, -(-MIN_STEPS // batches))  # a few hundred images: more passes, as many steps
     opt = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(opt, learning_rate, total_steps=epochs * batches)
     net.train()

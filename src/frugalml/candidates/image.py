@@ -3,8 +3,8 @@
 An image candidate reads one image column (file paths; to predict, also encoded bytes or uint8 arrays) and
 nothing else. Every image is decoded and squeezed to R x R pixels (``data.images.decode``); R, the input
 resolution, is a knob of every candidate, so ``hog_linear@64`` and ``hog_linear@128`` are two rungs of the
-ladder judged like any two candidates. What a lower resolution saves (decoding excluded: a served image
-arrives encoded, so every measured latency includes its decoding) and costs in quality is then measured.
+ladder judged like any two candidates: what a lower resolution saves and costs in quality is measured. A served
+image arrives encoded, so every measured latency includes its decoding.
 
 - ``pixels_linear``: logistic regression on the standardised pixels.
 - ``hog_linear``: histograms of oriented gradients (``hog.HOG``, scikit-image's HOG in torch) + logistic
@@ -31,7 +31,7 @@ import copy
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 
-from ..data.images import GRAY_MODES, decode
+from ..data.images import GRAY_MODES, batch_size, decode
 from ..errors import ConfigError, ModelError, need
 from . import CANDIDATES, Candidate
 from .tables import lookup
@@ -83,11 +83,10 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
     Holds no weights: the backbone's load from the installed package.
     """
 
-    def __init__(self, kind: str = "pixels", resolution: int = 64, channels="auto", batch_size: int = 64):
+    def __init__(self, kind: str = "pixels", resolution: int = 64, channels="auto"):
         self.kind = kind
         self.resolution = resolution
         self.channels = channels
-        self.batch_size = batch_size
 
     @property
     def trunk_blocks(self) -> int | None:
@@ -146,12 +145,12 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         return out
 
     def _embed(self, values: list) -> np.ndarray:
-        """Decode and run the module: images -> (n, dim_) float32, ``batch_size`` images at a time, on ONNX
-        Runtime (2 to 9 times as fast as eager torch for the backbone on one CPU thread)."""
-        out = np.zeros((len(values), self.dim_), dtype=np.float32)
-        for i in range(0, len(values), self.batch_size):
-            pixels = self.pixels(values[i:i + self.batch_size])
-            out[i:i + self.batch_size] = pixels.reshape(len(pixels), -1) if self.kind == "pixels" else \
+        """Decode and run the module: images -> (n, dim_) float32, a batch at a time (``data.images.batch_size``),
+        on ONNX Runtime (2 to 9 times as fast as eager torch for the backbone on one CPU thread)."""
+        out, step = np.zeros((len(values), self.dim_), dtype=np.float32), batch_size(int(self.resolution))
+        for i in range(0, len(values), step):
+            pixels = self.pixels(values[i:i + step])
+            out[i:i + step] = pixels.reshape(len(pixels), -1) if self.kind == "pixels" else \
                 self._session().run(None, {"image": pixels})[0]
         return out
 
@@ -227,7 +226,7 @@ class ImageModel(ClassifierMixin, BaseEstimator):
         if self.compressed:  # decoded and run a batch at a time: a backbone's activations are large
             from ..runtime.sessions import cached_session
 
-            session, values, step = cached_session(self), image_values(X), self.features_.batch_size
+            session, values, step = cached_session(self), image_values(X), batch_size(self.resolution)
             out = np.zeros((len(values), len(self.classes_)))
             for i in range(0, len(values), step):
                 pixels = self.features_.pixels(values[i:i + step])
@@ -353,6 +352,7 @@ class SmallCNN(ImageModel):
         from .text import state_bytes
 
         torch = _torch()
+        torch.manual_seed(self.seed)  # the initial weights too
         self.widths_ = widths_of(self.width)
         net = network(self.features_.channels_, self.widths_, len(self.classes_))
         target = torch.as_tensor(target, dtype=torch.float32 if np.ndim(target) == 2 else torch.long)

@@ -70,6 +70,8 @@ from . import distill_text, prune_encoder  # noqa: E402,F401,I001
 # torch MLPs (candidates.torch_mlp): magnitude pruning, neuron pruning, distillation into a narrow MLP
 from . import distill_mlp, prune_magnitude, prune_neurons  # noqa: E402,F401,I001
 from . import tree_depth  # noqa: E402,F401  (shallower trees)
+from . import prune_channels  # noqa: E402,F401  (the small CNN: fewer channels per convolution block)
+from . import distill_cnn  # noqa: E402,F401  (an EfficientNet image model distilled into the small CNN)
 # MiniLM text models: the encoder on another runtime (ONNX Runtime fp32 / int8 / fp16, torch int8)
 from . import onnx_fp32, onnx_int8_dynamic, onnx_int8_static, onnx_fp16, torch_int8_dynamic  # noqa: E402,F401,I001
 from . import onnx_trees  # noqa: E402,F401  (a forest as one compact ONNX TreeEnsemble node)

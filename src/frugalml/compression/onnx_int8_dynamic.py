@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import Technique, register_technique
-from .encoder import applies_int8, fp32_graph, quiet_quantizer, with_runtime
+from .encoder import applies_int8, fp32_graph, image_model, quiet_quantizer, with_runtime
 
 
 @dataclass(frozen=True)
@@ -40,22 +40,23 @@ class OnnxInt8DynamicConfig:
 MIXED_LIMIT = 0.05  # per-tensor rounding error (relative, Frobenius) above which a weight gets per-channel scales
 
 
-def quantize_graph(graph: bytes, per_channel: bool | str) -> bytes:
+def quantize_graph(graph: bytes, per_channel: bool | str, op_types: tuple[str, ...] | None = None) -> bytes:
     """``graph`` with int8 weights: per-channel scales (True), one per matrix (False), or "mixed": one per
     matrix except where that rounds the weights by more than ``MIXED_LIMIT`` (on MiniLM, the FFN output
-    matrices: `benchmarks/probe_int8.py`)."""
+    matrices: `benchmarks/probe_int8.py`). ``op_types``: the operators quantized (default: the quantizer's)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     if per_channel == "mixed":
-        return _mixed(graph)
+        return _mixed(graph, op_types)
     with tempfile.TemporaryDirectory() as tmp, quiet_quantizer():
         src, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(graph)
-        quantize_dynamic(src, out, per_channel=per_channel, weight_type=QuantType.QInt8)
+        quantize_dynamic(src, out, per_channel=per_channel, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=list(op_types) if op_types else None)
         return out.read_bytes()
 
 
-def _mixed(graph: bytes) -> bytes:
+def _mixed(graph: bytes, op_types: tuple[str, ...] | None = None) -> bytes:
     """The per-tensor graph with the per-channel weights (int8 values, scales, zero points) swapped in for the
     matrices per-tensor scales round badly. Both graphs come from one fp32 graph: same nodes, same names; the
     scale Mul after each integer MatMul broadcasts a vector as it does a scalar."""
@@ -63,8 +64,8 @@ def _mixed(graph: bytes) -> bytes:
     from onnx import numpy_helper
 
     fp32 = {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(graph).graph.initializer}
-    per_tensor = onnx.load_from_string(quantize_graph(graph, False))
-    per_channel = {i.name: i for i in onnx.load_from_string(quantize_graph(graph, True)).graph.initializer}
+    per_tensor = onnx.load_from_string(quantize_graph(graph, False, op_types))
+    per_channel = {i.name: i for i in onnx.load_from_string(quantize_graph(graph, True, op_types)).graph.initializer}
     tensors = {i.name: i for i in per_tensor.graph.initializer}
     for name, weight in fp32.items():
         parts = [f"{name}_quantized", f"{name}_scale", f"{name}_zero_point"]
@@ -78,8 +79,16 @@ def _mixed(graph: bytes) -> bytes:
     return per_tensor.SerializeToString()
 
 
+# An image network's convolutions stay fp32: ONNX Runtime's ConvInteger, with activations quantized per call, ran
+# EfficientNet-Lite0 about 6x slower than fp32 on a 2-vCPU AVX-512 machine (81 vs 13 ms an image at 224 px) and
+# lost the small CNN's accuracy; its matrix products (the linear head) are quantized. onnx-int8-static, with
+# fixed ranges, quantizes convolutions.
+IMAGE_OPS = ("MatMul", "Gemm")
+
+
 def _apply(pipeline, cfg: OnnxInt8DynamicConfig, calibration=None):
-    return with_runtime(pipeline, "onnx", quantize_graph(fp32_graph(pipeline), cfg.per_channel),
+    ops = IMAGE_OPS if image_model(pipeline) is not None else None
+    return with_runtime(pipeline, "onnx", quantize_graph(fp32_graph(pipeline), cfg.per_channel, ops),
                         cfg.graph_optimization, calibration)
 
 

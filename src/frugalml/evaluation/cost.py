@@ -205,9 +205,10 @@ def _throughput(fn, batch, repeats: int = 3, budget_s: float = 3.0, head: int = 
     return n / best, n
 
 
-def _agreement_rows(X: pd.DataFrame, rng) -> pd.DataFrame:
-    """The rows on which an ONNX export must reproduce the native predictions (the first draw of ``rng``)."""
-    return X.iloc[rng.choice(len(X), size=min(len(X), 2000), replace=False)]
+def _agreement_rows(X: pd.DataFrame, rng, schema: Schema) -> pd.DataFrame:
+    """The rows on which an ONNX export must reproduce the native predictions (the first draw of ``rng``): 2,000,
+    or 256 images (each costs a network's pass, four times: labels and probabilities, native and exported)."""
+    return X.iloc[rng.choice(len(X), size=min(len(X), 256 if schema.image else 2000), replace=False)]
 
 
 def deployable(pipeline, schema: Schema, sample: pd.DataFrame) -> dict:
@@ -241,7 +242,7 @@ def refit_deployable(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y:
     pipeline = build_pipeline(estimator, schema, scale)
     with using_embeddings(embeddings):
         pipeline.fit(X, y)
-    return pipeline, deployable(pipeline, schema, _agreement_rows(X, np.random.default_rng(seed)))
+    return pipeline, deployable(pipeline, schema, _agreement_rows(X, np.random.default_rng(seed), schema))
 
 
 def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, fit_s: float,
@@ -254,7 +255,7 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
 
     meter = meter or EnergyMeter.create()
     rng = np.random.default_rng(seed)
-    sample = _agreement_rows(X, rng)
+    sample = _agreement_rows(X, rng, schema)
     rows = [X.iloc[[i]] for i in rng.choice(len(X), size=min(len(X), 64), replace=False)]
     big = X.iloc[rng.choice(len(X), size=cfg.batch_large, replace=True)]
     artifact = deployable(pipeline, schema, sample) if artifact is None else artifact

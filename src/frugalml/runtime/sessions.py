@@ -229,13 +229,14 @@ class OnnxPredictor:
     def run(self, feeds: dict[str, np.ndarray], outputs=None):
         return self.session.run(outputs, feeds)
 
-    IMAGE_BATCH = 64  # images decoded and run at a time: a network's activations on thousands would not fit
-
     def _run(self, outputs: list[str], frame: pd.DataFrame) -> list[np.ndarray]:
-        if self.pixels is None or len(frame) <= self.IMAGE_BATCH:
+        """The session on ``frame``; an image network's a few images at a time (``data.images.batch_size``)."""
+        from ..data.images import batch_size
+
+        step = batch_size(int(self.pixels[1])) if self.pixels is not None else len(frame)
+        if len(frame) <= step:
             return self.session.run(outputs, self.feeds(frame))
-        parts = [self.session.run(outputs, self.feeds(frame.iloc[i:i + self.IMAGE_BATCH]))
-                 for i in range(0, len(frame), self.IMAGE_BATCH)]
+        parts = [self.session.run(outputs, self.feeds(frame.iloc[i:i + step])) for i in range(0, len(frame), step)]
         return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:

@@ -91,7 +91,7 @@ def test_select_on_images_deploys_one_onnx_graph_from_pixels(cells, tmp_path, fa
     predicts on paths, encoded bytes and arrays of other sizes as the native pipeline does."""
     from dataclasses import replace
 
-    cost = replace(fast_cost, memory_probe=True)
+    cost = replace(fast_cost, memory_probe=True, throughput_budget_s=0.5)  # a backbone at 224 px: 10 ms an image
     run = frugalml.select(str(cells), "defective", image="image", groups=["type"], folds=3, repeats=1,
                           candidates=["dummy", "hog_linear@32", "hog_linear@64", "effnet_linear@64",
                                       "effnet_linear@224"],
@@ -209,6 +209,9 @@ def test_images_of_mixed_sizes_and_modes_decode_to_the_models_resolution():
 def test_compress_keeps_a_cnn_variant_that_holds_per_group(cells, tmp_path, fast_cost, validate_decision):
     """The guard on a small CNN: its ONNX graph quantized to int8 (dynamic, and static on calibration images) and
     in float16, each judged per group against the original; the kept one loads and predicts on image files."""
+    from dataclasses import replace
+
+    fast_cost = replace(fast_cost, throughput_budget_s=0.5)
     frugalml.select(str(cells), "defective", image="image", groups=["type"], folds=2, repeats=1,
                     candidates=["small_cnn@32"], out=tmp_path / "sel", cost=fast_cost, stability_draws=0, n_jobs=2)
     # the graph techniques (channel pruning and distillation have tests of their own)

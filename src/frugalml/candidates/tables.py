@@ -46,6 +46,7 @@ class EmbeddingTable:
 
 MAX_TABLE_BYTES = 256 * 2**20  # a bigger table (175,000 MiniLM texts; 2,000 images at 224 px) is computed fold by fold
 _TABLES_KEPT = 8  # tables kept in this process after a run (the last ones made); older ones are dropped
+_KEPT_BYTES = 512 * 2**20  # and no more than this in all (an image ladder makes about 300 MB of them on elpv)
 _TABLES: OrderedDict[tuple, EmbeddingTable] = OrderedDict()  # (featurizer key, digest of the values) -> table
 _ACTIVE: ContextVar[tuple] = ContextVar("frugal_embedding_tables", default=((), None))
 
@@ -102,7 +103,8 @@ def embed_distinct(estimators, X: pd.DataFrame, columns: list[str], n_jobs: int 
     """For each frozen featurizer among ``estimators``, its features of every distinct value in ``X[columns]``,
     each computed once (in ``n_jobs`` joblib processes); a table made for the same values is reused.
 
-    Bounded: at most ``_TABLES_KEPT`` tables stay in the process, and none over ``MAX_TABLE_BYTES``.
+    Bounded: at most ``_TABLES_KEPT`` tables (``_KEPT_BYTES`` in all) stay in the process, and none over
+    ``MAX_TABLE_BYTES`` is made.
     """
     if not columns:
         return []
@@ -134,12 +136,16 @@ def embed_distinct(estimators, X: pd.DataFrame, columns: list[str], n_jobs: int 
             # seconds per value in one process: what a fold's fit, in one worker, would have spent on a value
             table = EmbeddingTable(key, values, vectors, (time.perf_counter() - t0) * workers / max(1, len(values)))
             _TABLES[(key, digest)] = table
-            while len(_TABLES) > _TABLES_KEPT:
+            while len(_TABLES) > _TABLES_KEPT or (len(_TABLES) > 1 and _kept_bytes() > _KEPT_BYTES):
                 _TABLES.popitem(last=False)
         _TABLES.move_to_end((key, digest))
         table.made_for |= made_for[key]
         tables.append(table)
     return tables
+
+
+def _kept_bytes() -> int:
+    return sum(t.vectors.nbytes for t in _TABLES.values())
 
 
 def tables_for(estimator, tables) -> list[EmbeddingTable]:

@@ -32,7 +32,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin, clone
 
 from ..data.images import GRAY_MODES, batch_size, decode
-from ..errors import ConfigError, ModelError, need
+from ..errors import ConfigError, need
 from . import CANDIDATES, Candidate
 from .tables import lookup
 
@@ -191,7 +191,6 @@ class ImageFeatures(TransformerMixin, BaseEstimator):
         return [weights_file()]
 
 
-
 class ImageModel(ClassifierMixin, BaseEstimator):
     """Base of the image classifiers: ``features`` (an ``ImageFeatures``) read the images; a subclass fits what
     comes after them and writes it as a torch module for the ONNX export (``head_module``)."""
@@ -260,7 +259,6 @@ class ImageModel(ClassifierMixin, BaseEstimator):
         example = torch.rand(2, c, r, r) * 255
         return module_onnx(Network().eval(), example, ["label", "probabilities"])
 
-
     def __getstate__(self):
         state = dict(super().__getstate__())
         for live in ("_session", "_net"):  # rebuilt from onnx_graph_ / weights_
@@ -268,30 +266,27 @@ class ImageModel(ClassifierMixin, BaseEstimator):
         return state
 
 
-class LinearHead:
-    """Standardised features -> logistic regression probabilities, as a torch module (``module``)."""
+def linear_head(mean, scale, coef, intercept):
+    """Standardised features -> logistic regression probabilities, as a torch module."""
+    torch = _torch()
 
-    @staticmethod
-    def module(mean, scale, coef, intercept):
-        torch = _torch()
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
+            self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+            self.linear = torch.nn.Linear(coef.shape[1], coef.shape[0])
+            self.linear.weight.data = torch.as_tensor(coef, dtype=torch.float32)
+            self.linear.bias.data = torch.as_tensor(intercept, dtype=torch.float32)
 
-        class Head(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-                self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
-                self.linear = torch.nn.Linear(coef.shape[1], coef.shape[0])
-                self.linear.weight.data = torch.as_tensor(coef, dtype=torch.float32)
-                self.linear.bias.data = torch.as_tensor(intercept, dtype=torch.float32)
+        def forward(self, x):
+            z = self.linear((x - self.mean) / self.scale)
+            if z.shape[1] == 1:  # binary: scikit-learn's one logit
+                p = torch.sigmoid(z)
+                return torch.cat([1 - p, p], dim=1)
+            return torch.softmax(z, dim=1)
 
-            def forward(self, x):
-                z = self.linear((x - self.mean) / self.scale)
-                if z.shape[1] == 1:  # binary: scikit-learn's one logit
-                    p = torch.sigmoid(z)
-                    return torch.cat([1 - p, p], dim=1)
-                return torch.softmax(z, dim=1)
-
-        return Head()
+    return Head()
 
 
 class ImageLinear(ImageModel):
@@ -310,12 +305,7 @@ class ImageLinear(ImageModel):
         self.linear_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(self.scaler_.transform(F), target)
 
     def _proba(self, F):
-        proba = self.linear_.predict_proba(self.scaler_.transform(F))
-        if proba.shape[1] == len(self.classes_):
-            return proba
-        full = np.zeros((len(F), len(self.classes_)))  # a class the fit never saw
-        full[:, self.linear_.classes_] = proba
-        return full
+        return self.linear_.predict_proba(self.scaler_.transform(F))
 
     def frugal_param_count(self) -> int:
         """The backbone's (deployed with the model), the scaler's and the linear model's numbers."""
@@ -323,9 +313,7 @@ class ImageLinear(ImageModel):
                 + self.linear_.intercept_.size)
 
     def head_module(self):
-        if len(self.linear_.classes_) != len(self.classes_):
-            raise ModelError("the linear head saw fewer classes than the model; it does not export")
-        return LinearHead.module(self.scaler_.mean_, self.scaler_.scale_, self.linear_.coef_, self.linear_.intercept_)
+        return linear_head(self.scaler_.mean_, self.scaler_.scale_, self.linear_.coef_, self.linear_.intercept_)
 
 
 class SmallCNN(ImageModel):

@@ -380,8 +380,8 @@ def resolution_table(d: dict) -> Table:
         r, cost = c["resolution"], c["cost"]
         rows.append([c["name"], f"{r} px", num(c["quality"]["mean"]), signed(c["vs_best"]["diff_mean"]),
                      cost_text("latency_ms_p99", cost.get("latency_ms_p99")),
-                     cost_text("energy_j_per_1k", cost.get("energy_j_per_1k")), size(r * r * channels)])
-    return Table(["candidate", "input", d["metric"], "vs best", "p99 latency", "energy / 1k", "pixels read"], rows,
+                     f"{num(cost.get('energy_j_per_1k'), 3)} J", size(r * r * channels)])
+    return Table(["candidate", "input", d["metric"], "vs best", "p99 latency", "energy per 1k", "pixels read"], rows,
                  caption="Each image candidate at each input resolution; latency includes decoding and resizing "
                  "the encoded image, as a served image arrives.")
 
@@ -400,7 +400,8 @@ def resolution_notes(d: dict) -> list[str]:
         diff = lo["quality"]["mean"] - hi["quality"]["mean"]
         out.append(f"{family} at {lo['resolution']} px instead of {hi['resolution']} px: {signed(diff)} "
                    f"{d['metric']}, p99 latency "
-                   f"{_ratio(lo['cost'].get('latency_ms_p99'), hi['cost'].get('latency_ms_p99'))}, "
+                   f"{_ratio(lo['cost'].get('latency_ms_p99'), hi['cost'].get('latency_ms_p99'))}, energy "
+                   f"{_ratio(lo['cost'].get('energy_j_per_1k'), hi['cost'].get('energy_j_per_1k'))}, "
                    f"{(hi['resolution'] / lo['resolution']) ** 2:.3g}x fewer pixels per image.")
     return out
 

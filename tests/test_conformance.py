@@ -89,9 +89,13 @@ class Kind:
 
 def candidate_kinds() -> list[Kind]:
     """Every registered candidate on every table it can fit: text candidates and the baseline (the text ladder)
-    on the text table, the others on the tabular ones."""
+    on the text table, the others on the tabular ones. Image candidates read image files, which these tables do
+    not hold: tests/test_image.py checks them on real images (clone, parameters, fit, skops and ONNX round trips,
+    the techniques that compress them)."""
     kinds = []
     for name, cand in CANDIDATES.items():
+        if cand.image:
+            continue
         tables = [t for t in TABLES if t.startswith("text") == cand.text or cand.family == "baseline"]
         for table in tables:
             if TABLES[table] in cand.tasks:

@@ -291,3 +291,30 @@ def test_an_efficientnet_model_distills_into_the_small_cnn(cells):
     pixels = model.features_.pixels(list(task.X["image"][:5]))
     np.testing.assert_allclose(ort_session(model.export_onnx(), 1).run(["probabilities"], {"image": pixels})[0],
                                student.predict_proba(task.X.iloc[:5]), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["pixels_linear@32", "hog_linear@32", "small_cnn@32", "effnet_linear@64",
+                                  "effnet_finetune@32"])
+def test_image_candidates_follow_the_estimator_rules(cells, name):
+    """What tests/test_conformance.py checks of every tabular and text candidate, on images: the factory builds
+    equal estimators, clone and get_params round-trip, fit returns the model and leaves its input alone, and the
+    fitted pipeline survives skops (frugalml's trusted types only) with the same probabilities."""
+    from sklearn.base import clone
+
+    from frugalml.candidates import build_pipeline, ladder
+    from frugalml.data import load_task
+    from frugalml.runtime.model_dir import load_skops, skops_bytes
+
+    cand = ladder("classification", [name], image=True)[0]
+    assert cand.image and cand.resolution == int(name.split("@")[1])
+    est = cand.build("classification", 0)
+    assert repr(est) == repr(cand.build("classification", 0)) == repr(clone(est))
+    assert clone(est).set_params(**est.get_params()).get_params().keys() == est.get_params().keys()
+    task = load_task(str(cells), "defective", image=["image"])
+    X, y = task.X.iloc[::2], task.y[::2]
+    before = X.copy()
+    pipe = build_pipeline(est, task.schema, cand.scale)
+    assert pipe.fit(X, y) is pipe and pipe[-1].fit(pipe[:-1].transform(X), y) is pipe[-1]
+    pd.testing.assert_frame_equal(X, before)
+    back = load_skops(skops_bytes(pipe), name)
+    np.testing.assert_allclose(back.predict_proba(task.X.iloc[1::8]), pipe.predict_proba(task.X.iloc[1::8]), atol=1e-6)

@@ -18,7 +18,7 @@ from . import Technique, final_estimator, register_technique, with_final
 
 @dataclass(frozen=True)
 class CNNDistillConfig:
-    resolution: int  # the student's input, pixels per side
+    resolution: int = 32  # the student's input, pixels per side (a default: conformance builds one)
 
 
 def _applies(pipeline) -> bool:

@@ -33,7 +33,7 @@ FINE_TUNE_LEARNING_RATE = 1e-3  # constant; the training's one-cycle schedule pe
 
 @dataclass(frozen=True)
 class ChannelPruneConfig:
-    keep: float  # share of each convolution block's channels kept
+    keep: float = 0.5  # share of each convolution block's channels kept (a default: conformance builds one)
 
 
 def channel_importance(conv, bn):

@@ -133,5 +133,6 @@ def _apply(pipeline, cfg: ChannelPruneConfig, calibration):
 
 
 register_technique(Technique("cnn-prune-channels", ChannelPruneConfig, _apply, _applies, _settings, needs_data=True,
-                             stage=1, description="drop the weakest channels of a small CNN's convolution blocks (a "
-                                         "thinner network), then fine-tune on the calibration images to match the original"))
+                             stage=1, description="drop the weakest channels of a small CNN's convolution blocks "
+                                         "(a thinner network), then fine-tune on the calibration images to match "
+                                         "the original"))

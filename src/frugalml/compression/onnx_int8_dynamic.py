@@ -80,7 +80,8 @@ def _mixed(graph: bytes, op_types: tuple[str, ...] | None = None) -> bytes:
 
 
 # An image network's convolutions stay fp32: ONNX Runtime's ConvInteger, with activations quantized per call, ran
-# EfficientNet-Lite0 about 6x slower than fp32 on a 2-vCPU AVX-512 machine (81 vs 13 ms an image at 224 px) and
+# EfficientNet-Lite0 8.7x slower than fp32 on a 2-vCPU machine (85.7 vs 9.8 ms an image at 224 px, batch 1, one
+# thread: benchmarks/probe_image.py) and
 # lost the small CNN's accuracy; its matrix products (the linear head) are quantized. onnx-int8-static, with
 # fixed ranges, quantizes convolutions.
 IMAGE_OPS = ("MatMul", "Gemm")

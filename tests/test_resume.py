@@ -60,10 +60,17 @@ def test_finished_run_can_be_re_decided_and_new_candidates_fit_alone(tmp_path, f
     assert lin_first != next(c for c in again["candidates"] if c["name"] == "linear")["quality"]["mean"]
 
 
-def test_changed_data_discards_stored_fits(tmp_path, fast_cost, count_fits):
+def test_changed_data_is_refused_and_never_mixed(tmp_path, fast_cost, count_fits):
     out = tmp_path / "run"
     frugalml.select(linear_data(n=300), "label", out=out, cost=fast_cost, **KW)
-    frugalml.select(linear_data(n=300, seed=5), "label", out=out, cost=fast_cost, resume=True, **KW)
+    before = (out / "decision.json").read_text()
+    with pytest.raises(frugalml.FrugalError, match="resume refused: .* are for other data or splits"):
+        frugalml.select(linear_data(n=300, seed=5), "label", out=out, cost=fast_cost, resume=True, **KW)
+    with pytest.raises(frugalml.FrugalError, match="other data or splits"):  # other folds: other splits
+        frugalml.select(linear_data(n=300), "label", out=out, cost=fast_cost, resume=True, **{**KW, "folds": 4})
+    assert (out / "decision.json").read_text() == before  # the finished run is untouched
+    # without --resume the run starts over (the store too)
+    frugalml.select(linear_data(n=300, seed=5), "label", out=out, cost=fast_cost, overwrite=True, **KW)
     assert len(count_fits) == 12
 
 

@@ -26,17 +26,19 @@ any other scorer is replayed on every draw (the same draws, so both paths agree)
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 
 import numpy as np
+from joblib import delayed
 
 from ..errors import ConfigError
 from ..evaluation.metrics import Metric, Replay, counted_score, score
 from ..evaluation.quality import model_outputs
 from ..selection.stats import mcnemar_exact, rows_needed, verdict
-from . import TECHNIQUES, compress, config_label
+from . import TECHNIQUES, config_label
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Variant:
     outputs: dict  # predictions on the evaluation rows
     chain: list = field(default_factory=list)  # [{"name", "config"}] applied in order to the original
     stage: int = -1  # the last technique's stage (-1: the original)
+    artifact: dict | None = None  # the deployable bytes (skops, ONNX), made beside the trial that made it
 
 
 def technique_names(requested: list[str] | None, pipeline) -> list[str]:
@@ -232,55 +235,121 @@ def compare(metric: Metric, y: np.ndarray, ref: dict, var: dict, groups: dict[st
     return rec
 
 
+def variant_key(chain: list[dict]) -> str:
+    """A file-safe key for a variant: the techniques and settings applied, in order, to the original."""
+    import hashlib
+    import json
+    import re
+
+    digest = hashlib.sha256(json.dumps(chain, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', chain[-1]['name'])}-{digest}"
+
+
+def _try_settings(t, source, configs: list, cal, X_eval, y_eval, groups_eval, metric: Metric, kind: str,
+                  n_classes: int | None, cfg: SearchConfig, ref_outputs: dict, artifact_of) -> list[tuple]:
+    """One trial of the search, run on a worker: ``t``'s settings on ``source``, in order, until one holds
+    -> [(config, pipeline, outputs, record, artifact)]. ``artifact_of``: the pipeline -> its deployable
+    artifact (the export, made here, beside the other trials, rather than in the timed step)."""
+    tried = []
+    for config in configs:
+        new = t.apply(source, config, cal)
+        outputs = model_outputs(new, X_eval, n_classes)
+        rec = compare(metric, y_eval, ref_outputs, outputs, groups_eval, kind, n_classes, cfg)
+        tried.append((config, new, outputs, rec, artifact_of(new) if artifact_of else None))
+        if rec["on_par"]:
+            break
+    return tried
+
+
 def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.ndarray], metric: Metric, kind: str,
            n_classes: int | None, techniques: list[str] | None, cfg: SearchConfig,
-           progress: Callable[[str, int, int, str], None] | None = None) -> tuple[list[Variant], list[dict]]:
+           progress: Callable[[str, int, int, str], None] | None = None, *, n_jobs: int = 1,
+           executor: str | None = None, store=None, artifact_of=None,
+           load_pipeline: Callable | None = None) -> tuple[list[Variant], list[dict]]:
     """-> (variants including the original first, one comparison record each).
 
     Round one applies every technique to the original. With ``cfg.chain``, each later round applies, to every
     variant the previous round kept, the techniques of a later stage (fewer trees, then shallower trees, then
     int8...). Every variant, chained or not, is judged against the original, so a chain cannot drift from it
     by a tolerance per step. ``progress(stage, done, total, what)``: "search" or "chain", ``what`` the variant
-    being tried ("int8-dynamic", "tree-subset + int8-dynamic").
+    just tried ("int8-dynamic", "tree-subset + int8-dynamic").
+
+    The trials of a round (a technique on a variant, its settings cheapest first until one holds) are
+    independent: they run side by side through joblib (``n_jobs`` local processes, or ``executor``: an
+    existing Dask or Ray cluster), and the variants come back in the order a sequential search makes them.
+    ``store`` (a ``TrialStore``) keeps each variant as its trial completes, with its answers and its
+    ``artifact_of(pipeline)``; a resumed search judges the stored ones again (the tolerance may differ) and
+    makes only the rest. ``load_pipeline(skops_bytes)``: a stored variant's pipeline.
     """
+    from ..evaluation.quality import executor_backend, parallel
+
     ref = Variant("original", "original", {}, pipeline, False, model_outputs(pipeline, X_eval, n_classes))
     variants, records = [ref], [compare(metric, y_eval, ref.outputs, ref.outputs, groups_eval, kind, n_classes, cfg)]
     names = technique_names(techniques, pipeline)
     chainable = techniques or list(TECHNIQUES)  # later rounds: the requested techniques, or all of them
 
-    def extend(base: Variant | None, name: str) -> Variant | None:
-        """Try ``name``'s settings on ``base`` (None: the original), cheapest first; the first that holds."""
-        t, source = TECHNIQUES.get(name), base.pipeline if base else pipeline
-        for config in t.settings(source):  # cheapest first: the first that holds ends this technique
-            new = compress(source, config, calibration=(X_cal, y_cal))
-            step = {"name": name, "config": config.__dict__}
-            label = f"{name}:{config_label(config)}".rstrip(":")  # a technique with one setting: its name
-            v = Variant(f"{base.name} + {label}" if base else label, name, config.__dict__, new, t.interpretable,
-                        model_outputs(new, X_eval, n_classes), (base.chain if base else []) + [step], t.stage)
-            rec = compare(metric, y_eval, ref.outputs, v.outputs, groups_eval, kind, n_classes, cfg)
-            variants.append(v)
-            records.append(rec)
-            if rec["on_par"]:
-                return v
-        return None
+    def variant(base: Variant | None, name: str, config, new, outputs, artifact) -> Variant:
+        t, step = TECHNIQUES.get(name), {"name": name, "config": config.__dict__}
+        label = f"{name}:{config_label(config)}".rstrip(":")  # a technique with one setting: its name
+        return Variant(f"{base.name} + {label}" if base else label, name, config.__dict__, new, t.interpretable,
+                       outputs, (base.chain if base else []) + [step], t.stage, artifact)
 
-    kept = []
-    for k, name in enumerate(names):
+    def stored(base: Variant | None, name: str, configs: list) -> list[tuple[Variant, dict]]:
+        """The trial's variants the store holds, in order, up to the first missing one."""
+        found = []
+        for config in configs:
+            chain = (base.chain if base else []) + [{"name": name, "config": config.__dict__}]
+            entry = store.load_variant(variant_key(chain)) if store is not None else None
+            if entry is None:
+                break
+            _, outputs, artifact = entry
+            try:
+                new = load_pipeline(artifact["skops"])
+            except Exception:  # skops that does not load any more: make it again
+                store.damaged.append(variant_key(chain))
+                break
+            rec = compare(metric, y_eval, ref.outputs, outputs, groups_eval, kind, n_classes, cfg)
+            found.append((variant(base, name, config, new, outputs, artifact), rec))
+            if rec["on_par"]:
+                break
+        return found
+
+    def run_round(stage: str, trials: list[tuple[Variant | None, str]]) -> list[Variant]:
+        """Every trial of a round -> the variants that held (one per trial at most)."""
+        done: list[list[tuple[Variant, dict]]] = []
+        todo = []  # (trial index, configs still to try)
+        for k, (base, name) in enumerate(trials):
+            configs = TECHNIQUES.get(name).settings(base.pipeline if base else pipeline)
+            done.append(stored(base, name, configs))
+            if not (done[k] and done[k][-1][1]["on_par"]) and len(done[k]) < len(configs):
+                todo.append((k, configs[len(done[k]):]))
         if progress:
-            progress("search", k, len(names), name)
-        kept.append(extend(None, name))
-        if progress:
-            progress("search", k + 1, len(names), name)
-    frontier = [v for v in kept if v is not None]
+            progress(stage, len(trials) - len(todo), len(trials), "stored" if len(todo) < len(trials) else "")
+        jobs = min(len(todo), n_jobs if n_jobs > 0 else os.cpu_count() or 1) if executor in (None, "", "local") else -1
+        with executor_backend(executor, n_jobs):
+            results = parallel(executor, max(jobs, 1) if jobs != -1 else -1)(
+                delayed(_try_settings)(TECHNIQUES.get(trials[k][1]), (trials[k][0] or ref).pipeline, configs,
+                                       (X_cal, y_cal), X_eval, y_eval, groups_eval, metric, kind, n_classes, cfg,
+                                       ref.outputs, artifact_of)
+                for k, configs in todo)
+            for n, ((k, _), tried) in enumerate(zip(todo, results)):
+                base, name = trials[k]
+                for config, new, outputs, rec, artifact in tried:
+                    v = variant(base, name, config, new, outputs, artifact)
+                    if store is not None and artifact is not None:
+                        store.save_variant(variant_key(v.chain), {"name": v.name}, outputs, artifact)
+                    done[k].append((v, rec))
+                if progress:
+                    progress(stage, len(trials) - len(todo) + n + 1, len(trials), done[k][-1][0].name)
+        for trial in done:
+            for v, rec in trial:
+                variants.append(v)
+                records.append(rec)
+        return [trial[-1][0] for trial in done if trial and trial[-1][1]["on_par"]]
+
+    frontier = run_round("search", [(None, name) for name in names])
     while cfg.chain and frontier:
-        pairs = [(base, name) for base in frontier for name in chainable
-                 if TECHNIQUES.get(name).stage > base.stage and TECHNIQUES.get(name).applies_to(base.pipeline)]
-        kept = []
-        for k, (base, name) in enumerate(pairs):
-            if progress:
-                progress("chain", k, len(pairs), f"{base.name} + {name}")
-            kept.append(extend(base, name))
-            if progress:
-                progress("chain", k + 1, len(pairs), f"{base.name} + {name}")
-        frontier = [v for v in kept if v is not None]
+        frontier = run_round("chain", [(base, name) for base in frontier for name in chainable
+                                       if TECHNIQUES.get(name).stage > base.stage
+                                       and TECHNIQUES.get(name).applies_to(base.pipeline)])
     return variants, records

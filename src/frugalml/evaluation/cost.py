@@ -211,6 +211,11 @@ def _agreement_rows(X: pd.DataFrame, rng, schema: Schema) -> pd.DataFrame:
     return X.iloc[rng.choice(len(X), size=min(len(X), 256 if schema.image else 2000), replace=False)]
 
 
+def agreement_sample(X: pd.DataFrame, schema: Schema, seed: int) -> pd.DataFrame:
+    """The rows ``measure_cost(..., seed=seed)`` checks an export on, for an artifact made ahead of it."""
+    return _agreement_rows(X, np.random.default_rng(seed), schema)
+
+
 def deployable(pipeline, schema: Schema, sample: pd.DataFrame) -> dict:
     """The artifact to deploy and save: skops bytes, and ONNX bytes when the export reproduces the native
     predictions on ``sample`` (``agreement``; else ``onnx_error`` says why it is not deployed)."""
@@ -242,7 +247,7 @@ def refit_deployable(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y:
     pipeline = build_pipeline(estimator, schema, scale)
     with using_embeddings(embeddings):
         pipeline.fit(X, y)
-    return pipeline, deployable(pipeline, schema, _agreement_rows(X, np.random.default_rng(seed), schema))
+    return pipeline, deployable(pipeline, schema, agreement_sample(X, schema, seed))
 
 
 def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, fit_s: float,

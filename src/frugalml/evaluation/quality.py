@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -79,12 +79,59 @@ def _fit_fold(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y: np.nda
     return {"fit_s": fit_s, "outputs": out}
 
 
+LOCAL = (None, "", "local")
+
+
+def parallel(executor: str | None, n_jobs: int) -> Callable[[Iterable], Iterator]:
+    """What every expensive step runs its trials through, inside ``executor_backend``: ``delayed`` calls ->
+    their results in order, each as soon as it and those before it are done (so each is stored as it
+    completes); ``n_jobs`` local processes, or every worker of the cluster ``executor`` names."""
+    from joblib import Parallel
+
+    if executor in LOCAL or not executor.startswith("ray"):
+        return Parallel(n_jobs=n_jobs if executor in LOCAL else -1, return_as="generator")
+
+    return _ray_tasks
+
+
+def _ray_tasks(tasks: Iterable) -> Iterator:
+    """joblib's ``delayed`` calls as Ray tasks, results in order, at most twice the cluster's CPUs in flight.
+
+    Not Ray's joblib backend: it returns whole lists only (no results as they complete, so nothing could be
+    stored before a round ended) and starts a pool of fresh actors per call, each importing frugalml again,
+    where tasks reuse Ray's warm workers. Large arguments (the rows) go to the object store once."""
+    from collections import deque
+
+    import ray
+
+    window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    remote, shared, pending = {}, {}, deque()
+
+    def put(a):
+        size = a.memory_usage(deep=False).sum() if isinstance(a, pd.DataFrame) else getattr(a, "nbytes", 0)
+        if size > 1 << 20:
+            if id(a) not in shared:
+                shared[id(a)] = (a, ray.put(a))  # the object is kept, so its id is not reused meanwhile
+            return shared[id(a)][1]
+        return a
+
+    for f, args, kwargs in tasks:
+        fn = remote.setdefault(f, ray.remote(f))
+        pending.append(fn.remote(*map(put, args), **{k: put(v) for k, v in kwargs.items()}))
+        if len(pending) >= window:
+            yield ray.get(pending.popleft())
+    while pending:
+        yield ray.get(pending.popleft())
+
+
 @contextmanager
-def executor_backend(executor: str | None):
-    """joblib backend for ``--executor``: local processes, or an existing Dask cluster."""
+def executor_backend(executor: str | None, n_jobs: int = -1):
+    """joblib backend for ``--executor``: local processes (loky), an existing Dask cluster (``dask://HOST:PORT``),
+    or Ray (``ray://HOST:PORT``, a cluster through Ray Client; ``ray:auto``, the Ray this process already runs,
+    else a local one started with at most ``n_jobs`` CPUs, kept for the process's later steps)."""
     import joblib
 
-    if executor in (None, "", "local"):
+    if executor in LOCAL:
         yield None
         return
     if executor.startswith("dask://"):
@@ -100,7 +147,35 @@ def executor_backend(executor: str | None):
         finally:
             client.close()
         return
-    raise ConfigError(f"--executor {executor!r} is not supported; use local or dask://HOST:PORT")
+    if executor == "ray:auto" or executor.startswith("ray://"):
+        yield _ray(executor, n_jobs)  # parallel() sends the calls as Ray tasks
+        return
+    raise ConfigError(f"--executor {executor!r} is not supported; use local, dask://HOST:PORT, ray://HOST:PORT "
+                      "or ray:auto")
+
+
+def _ray(executor: str, n_jobs: int):
+    """Ray, connected as ``executor`` says; a local Ray this starts sends no usage statistics."""
+    import os
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray = need("ray", f"--executor {executor}", "ray")
+    if ray.is_initialized():
+        return ray
+    try:
+        if executor == "ray:auto" and not os.environ.get("RAY_ADDRESS"):  # else: the cluster RAY_ADDRESS names
+            ray.init(num_cpus=n_jobs if n_jobs > 0 else os.cpu_count(), include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        elif executor == "ray:auto":
+            ray.init(log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=executor, log_to_driver=False, configure_logging=False)
+    except ConnectionError as exc:
+        raise ConfigError(f"cannot reach Ray at {executor}: {str(exc).splitlines()[0][:200]}") from None
+    import atexit
+
+    atexit.register(ray.shutdown)
+    return ray
 
 
 def progress_reporter(progress: Callable | None) -> Callable[..., None]:
@@ -128,7 +203,7 @@ def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, me
     each new one as it completes. ``progress(done, total, what)``: after each fit, ``what`` names the fit
     the results now wait on ("lightgbm, fold 3/10"; the results come back in order).
     """
-    from joblib import Parallel, delayed
+    from joblib import delayed
 
     from .trials import estimator_key
 
@@ -157,9 +232,8 @@ def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, me
     # a frozen featurizer's features of a text or an image are the same in every fold: computed once, here
     embeddings = embed_distinct([built[ci] for ci, _ in runnable], task.X, task.schema.text + task.schema.image,
                                 n_jobs)
-    with executor_backend(executor):
-        par = Parallel(n_jobs=n_jobs if executor in (None, "", "local") else -1, return_as="generator")
-        stream = par(delayed(_fit_fold)(clone(built[ci]), task.schema, candidates[ci].scale, task.X, task.y,
+    with executor_backend(executor, n_jobs):
+        stream = parallel(executor, n_jobs)(delayed(_fit_fold)(clone(built[ci]), task.schema, candidates[ci].scale, task.X, task.y,
                                         *splits.indices[j], embeddings=tables_for(built[ci], embeddings))
                      for ci, j in runnable)
         def fit_name(k: int) -> str:  # the k-th fit, or the last one once all are done

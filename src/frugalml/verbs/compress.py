@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +17,7 @@ from ..evaluation import CostConfig, EnergyMeter, measure_cost, measure_peak_mem
 from ..selection.reasons import compress_reason
 from ..report.decision_sections import DEFAULT_REQUESTS_PER_DAY
 from ..version import __version__
-from .run_dir import RunResult, check_options, environment, machine_info, plain, prepare_out, write_run
+from .run_dir import RunResult, check_options, environment, machine_info, open_store, plain, prepare_out, write_run
 
 
 def compress(model, data, target: str | None = None, *, groups: list[str] | None = None, text: list[str] | None = None,
@@ -24,6 +25,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
              alpha: float = 0.05, min_group_size: int = 30, cost_priority: str = "latency", seed: int = 0,
              n_boot: int = 2000, out: str | os.PathLike | None = None, overwrite: bool = False,
              cost: CostConfig | None = None, chain: bool = True, requests_per_day: int = DEFAULT_REQUESTS_PER_DAY,
+             resume: bool = False, n_jobs: int = -1, executor: str | None = None,
              progress: Callable[[str, int, int, str], None] | None = None) -> RunResult:
     """Find the cheapest compressed variant of a selected model whose quality holds, overall and per group.
 
@@ -40,6 +42,13 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     ``chain``: also compress the variants that hold with techniques of a later stage (fewer trees, then
     shallower; a pruned encoder, then int8). ``requests_per_day``: the traffic the report's yearly savings are
     counted at.
+
+    The search's trials (a technique on a variant, its settings cheapest first) run side by side: ``n_jobs``
+    local processes, or ``executor`` (``dask://HOST:PORT``, ``ray://HOST:PORT``, ``ray:auto``). Costs are then
+    measured one variant at a time on this machine, with ``cost.threads`` threads, so a cluster run's numbers
+    compare with a local run's. With ``out``, every variant and cost is stored as it completes (``trials/``);
+    ``resume`` continues a killed or finished run into the same ``out``, making only what is not stored, and
+    refuses a store made for another model or other data.
     """
     from sklearn.model_selection import train_test_split
 
@@ -48,18 +57,19 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     from ..candidates.skops_model import load_skops_model
     from ..compression.confirm import ERROR_CONTROL, confirm, screen_boot, split_rows
     from ..compression.encoder import session_setting
-    from ..compression.search import SearchConfig, search
+    from ..compression.search import SearchConfig, search, variant_key
     from ..data import prepare_frame, read_table
     from ..data.task import base_folder, numeric_target, read_groups
     from ..evaluation.quality import masks_of, model_outputs, progress_reporter
-    from ..runtime.model_dir import META, load_pipeline
+    from ..evaluation.cost import agreement_sample, deployable
+    from ..runtime.model_dir import META, load_pipeline, load_skops
     from ..selection.decide import mark_pareto, recommend
 
     check_options(2, 1, tolerance, alpha, min_group_size, cost_priority, requests_per_day=requests_per_day)
     cost = cost or CostConfig()
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        prepare_out(out_path, overwrite)
+        prepare_out(out_path, overwrite or resume)
     df, source, _ = read_table(data)
     path = Path(model)
     onnx = path.suffix.lower() == ".onnx" and path.is_file()
@@ -108,18 +118,31 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     s_pos, c_pos, split_by = split_rows(y[ev], {g: mask[ev] for g, mask in group_masks_.items()}, schema.task, seed)
     screen, conf = ev[s_pos], ev[c_pos]
     scfg = SearchConfig(tolerance, alpha, min_group_size, n_boot, seed, chain)
+    store = open_store(out_path, resume, {"data": _rows_fingerprint(X, y, seed, cal, screen, conf, group_masks_),
+                                          "model": _model_fingerprint(model)})
+    report = progress_reporter(progress)  # (stage, done, total, what); a (stage, done, total) callback still works
     t0 = time.perf_counter()
     variants, records = search(pipeline, X.iloc[cal], y[cal], X.iloc[screen], y[screen],
                                {g: mask[screen] for g, mask in group_masks_.items()}, m, schema.task, n_classes,
-                               techniques, replace(scfg, n_boot=screen_boot(n_boot)), progress_reporter(progress))
+                               techniques, replace(scfg, n_boot=screen_boot(n_boot)), report, n_jobs=n_jobs,
+                               executor=executor, store=store,
+                               artifact_of=partial(deployable, schema=schema, sample=agreement_sample(X, schema, seed)),
+                               load_pipeline=lambda data: load_skops(data, "a stored variant"))
     search_s = time.perf_counter() - t0
 
     meter = EnergyMeter.create()
     artifacts = {}
-    report = progress_reporter(progress)  # (stage, done, total, what); a (stage, done, total) callback still works
+    # one variant at a time, here: never timed beside other work (stored: measured by an earlier run, same settings)
+    context = {"cost": cost.to_json(), "seed": seed, "machine": machine_info()}
     for k, (v, rec) in enumerate(zip(variants, records)):
         report("cost", k, len(variants), f"measuring {v.name}")
-        rec["cost"], artifacts[v.name] = measure_cost(v.pipeline, schema, X, cost, fit_s=0.0, meter=meter, seed=seed)
+        key = variant_key(v.chain) if v.chain else "original"
+        found = store.load_cost(key, context) if store is not None else None
+        if found is None:
+            found = measure_cost(v.pipeline, schema, X, cost, fit_s=0.0, meter=meter, seed=seed, artifact=v.artifact)
+            if store is not None:
+                store.save_cost(key, context, *found)
+        rec["cost"], artifacts[v.name] = found
         rec.update(name=v.name, family=v.technique, interpretable=v.interpretable, pareto=False,
                    technique={"name": v.technique, "config": v.config, "chain": v.chain,
                               "session": session_setting(v.pipeline)})
@@ -152,7 +175,9 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
                      "n_boot_confirm": confirmed["n_boot_confirm"], "error_control": ERROR_CONTROL,
                      "confirmation_order": confirmed["order"], "confirmation_stopped_at": confirmed["stopped_at"],
                      "techniques": techniques or "all that apply", "chain": chain, "search_s": search_s,
-                     "confirm_s": confirm_s, "cost": cost.to_json(), "requests_per_day": requests_per_day},
+                     "confirm_s": confirm_s, "cost": cost.to_json(), "requests_per_day": requests_per_day,
+                     "executor": executor or "local", "n_jobs": n_jobs,
+                     "resume": store.summary() if resume and store is not None else None},
         "data": {"source": source, "rows": len(y), "features": len(schema.columns), "target": target,
                  "model": str(model), "original_candidate": meta.get("candidate")},
         "energy": {"source": meter.source, "method": meter.method},
@@ -160,7 +185,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     })
     if out_path is not None:
         write_run(out_path, decision, schema, artifacts[chosen["name"]],
-                   {"metric": m.name, "compressed_from": str(model)}, {})
+                   {"metric": m.name, "compressed_from": str(model)}, {}, trials=store.path)
     return RunResult(decision, out_path)
 
 
@@ -168,3 +193,37 @@ def _check_target(df, target: str) -> None:
     if target not in df.columns:
         raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
 
+
+
+def _rows_fingerprint(X, y: np.ndarray, seed: int, *parts) -> str:
+    """What a stored variant's answers depend on: the rows, the labels, the seed and the split into
+    calibration, screening and confirmation rows (and the groups)."""
+    import hashlib
+    import json
+
+    import pandas as pd
+
+    h = hashlib.sha256(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    h.update(json.dumps(seed).encode())
+    for part in parts:
+        for a in (part.values() if isinstance(part, dict) else [part]):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(json.dumps(sorted(part)).encode() if isinstance(part, dict) else b"|")
+    return h.hexdigest()[:16]
+
+
+def _model_fingerprint(model) -> str:
+    """The bytes of the model compressed: the file, or every file of its folder (a run directory: its model/)."""
+    import hashlib
+
+    path = Path(model)
+    if (path / "model" / "meta.json").exists():
+        path = path / "model"
+    h = hashlib.sha256()
+    for f in sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file()):
+        h.update(str(f.relative_to(path) if f != path else f.name).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]

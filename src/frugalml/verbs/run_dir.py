@@ -101,6 +101,21 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
 
 
+def open_store(out_path: Path | None, resume: bool, fingerprint: str | dict):
+    """The run's trial store, beside ``out`` while the run is under way (``.NAME.trials``) and moved into it
+    (``NAME/trials``) when the run is written; ``resume`` starts from the pending store of a killed run, or
+    from a copy of a finished run's (which stays whole if this run fails). None without ``out``."""
+    from ..evaluation.trials import TrialStore
+
+    if out_path is None:
+        return None
+    pending = out_path.parent / f".{out_path.name}.trials"
+    finished = out_path / "trials"
+    if resume and not pending.exists() and finished.is_dir():
+        shutil.copytree(finished, pending)
+    return TrialStore(pending, fingerprint, resume)
+
+
 def commit(tmp: Path, out: Path) -> None:
     """Move a finished run directory into place; an existing one is replaced only once the new one is whole."""
     old = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -17,13 +16,13 @@ from ..evaluation import (CostConfig, EnergyMeter, evaluate_quality, group_masks
                           resolve_metric)
 from ..evaluation.metrics import default_metric
 from ..evaluation.quality import progress_reporter
-from ..evaluation.trials import TrialStore, data_fingerprint
+from ..evaluation.trials import data_fingerprint
 from ..selection import DecisionConfig, decide
 from ..selection.reasons import unstable_note
 from ..selection.stability import stability
 from ..report.decision_sections import DEFAULT_REQUESTS_PER_DAY
 from ..version import __version__
-from .run_dir import RunResult, check_options, environment, machine_info, plain, prepare_out, write_run
+from .run_dir import RunResult, check_options, environment, machine_info, open_store, plain, prepare_out, write_run
 
 
 def _resolve_candidates(kind: str, candidates, text: bool = False, image: bool = False) -> list[Candidate]:
@@ -44,11 +43,11 @@ def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, se
                    report) -> tuple[dict, dict, EnergyMeter]:
     """Refit every candidate that did not fail on all rows, export it and measure its cost; -> (costs, artifacts,
     the energy meter used)."""
-    from joblib import Parallel, delayed
+    from joblib import delayed
 
     from ..candidates.tables import embed_distinct
     from ..evaluation.cost import refit_deployable
-    from ..evaluation.quality import executor_backend
+    from ..evaluation.quality import executor_backend, parallel
     from ..evaluation.trials import estimator_key
 
     meter = EnergyMeter.create()
@@ -68,9 +67,8 @@ def _measure_costs(t, chosen: list[Candidate], fold_scores, cost: CostConfig, se
             costs[fs.name], artifacts[fs.name] = stored
     # The final refits on all rows and their exports run side by side, as the folds did; then each is timed alone.
     refits = {}
-    with executor_backend(executor):
-        par = Parallel(n_jobs=n_jobs if executor in (None, "", "local") else -1, return_as="generator")
-        done = par(delayed(refit_deployable)(est, t.schema, scale, t.X, t.y, seed,
+    with executor_backend(executor, n_jobs):
+        done = parallel(executor, n_jobs)(delayed(refit_deployable)(est, t.schema, scale, t.X, t.y, seed,
                                              embed_distinct([est], t.X, t.schema.text + t.schema.image))  # the folds'
                    for est, scale in todo.values())
         names = list(todo)
@@ -145,13 +143,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     splits = make_splits(t, folds, repeats, seed)
     report = progress_reporter(progress)  # (stage, done, total, what); a (stage, done, total) callback still works
 
-    store = None
-    if out_path is not None:
-        pending = out_path.parent / f".{out_path.name}.trials"
-        finished = out_path / "trials"
-        if resume and not pending.exists() and finished.is_dir():
-            shutil.copytree(finished, pending)  # copy: the finished run stays whole if this one fails
-        store = TrialStore(pending, data_fingerprint(t, splits), resume)
+    store = open_store(out_path, resume, data_fingerprint(t, splits))
     fold_scores = evaluate_quality(t, chosen, splits, m, seed=seed, n_jobs=n_jobs, executor=executor,
                                    progress=lambda done, total, what="": report("fit", done, total, what),
                                    store=store)
@@ -180,7 +172,9 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
                      "min_group_size": min_group_size, "cost_priority": cost_priority,
                      "strict_groups": strict_groups, "allow_baseline": allow_baseline,
                      "metric_choice": metric_why, "left_out": skipped,
-                     "cost": cost.to_json(), "requests_per_day": requests_per_day},
+                     "cost": cost.to_json(), "requests_per_day": requests_per_day,
+                     "executor": executor or "local", "n_jobs": n_jobs,
+                     "resume": store.summary() if resume and store is not None else None},
         "data": {"source": t.source, "rows": t.n_rows, "features": len(t.schema.columns), "target": t.schema.target,
                  "numeric": t.schema.numeric, "categorical": t.schema.categorical, "text": t.schema.text,
                  "image": t.schema.image, "image_channels": t.image_channels,

@@ -5,7 +5,7 @@ import pytest
 
 import frugalml
 from conftest import linear_data
-from frugalml.evaluation import quality
+from frugalml.evaluation import CostConfig, quality
 
 KW = dict(candidates=["linear", "decision_tree"], folds=3, repeats=1, n_jobs=1)
 
@@ -140,3 +140,107 @@ def test_changed_cost_settings_or_a_damaged_entry_measure_again(tmp_path, fast_c
     skops.write_bytes(skops.read_bytes()[:-10] + b"0123456789")
     frugalml.select(df, "label", out=out, cost=replace(fast_cost, batch_large=100), resume=True, **COST_KW)
     assert len(calls) == 2
+
+
+# --- killed with SIGKILL, in a subprocess, then resumed ------------------------------------------------------
+
+def kill_once_stored(args: list[str], folder, pattern: str, count: int) -> int:
+    """Run ``frugal ARGS``; SIGKILL it once ``count`` entries match ``pattern`` in ``folder`` -> how many
+    entries are stored whole after the kill (a file being written has another name until it is renamed)."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "frugalml.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while len(list(folder.glob(pattern))) < count:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "nothing was stored in time"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    return len(list(folder.glob(pattern)))
+
+
+def same_decision(a: dict, b: dict) -> None:
+    assert [c["name"] for c in a["candidates"]] == [c["name"] for c in b["candidates"]]
+    for x, y in zip(a["candidates"], b["candidates"]):
+        assert (x["quality"], x["vs_best"], x["groups"], x["on_par"]) == (y["quality"], y["vs_best"], y["groups"],
+                                                                          y["on_par"])
+    assert (a["best"], a["recommended"]) == (b["best"], b["recommended"])
+
+
+@pytest.mark.slow
+def test_select_killed_mid_run_resumes_with_only_the_missing_fits(tmp_path, fast_cost):
+    df = linear_data(n=1500)
+    df.to_csv(tmp_path / "data.csv", index=False)
+    names = ["linear", "decision_tree", "random_forest", "naive_bayes"]
+    kw = dict(folds=3, repeats=2, cost_priority="size", stability_draws=0, n_jobs=1)
+    out = tmp_path / "run"
+    stored = kill_once_stored(["select", str(tmp_path / "data.csv"), "--target", "label", "--out", str(out), "--jobs",
+                               "1", "--folds", "3", "--repeats", "2", "-q", "--no-memory-probe",
+                               *[a for n in names for a in ("-c", n)]],
+                              tmp_path / ".run.trials", "*-fold*.npz", 4)
+    assert not out.exists() and 4 <= stored < 24
+    resumed = frugalml.select(df, "label", candidates=names, out=out, resume=True, cost=fast_cost, **kw).decision
+    assert resumed["settings"]["resume"]["reused"]["fit"] == stored
+    assert resumed["settings"]["resume"]["made"]["fit"] == 24 - stored  # only the missing fits
+    whole = frugalml.select(df, "label", candidates=names, cost=fast_cost, **kw).decision
+    same_decision(whole, resumed)
+
+
+@pytest.fixture(scope="module")
+def forest(tmp_path_factory):
+    """A forest select saved, and rows it did not train on (a CSV too)."""
+    base = tmp_path_factory.mktemp("forest")
+    frugalml.select(linear_data(n=400), "label", candidates=["random_forest"], folds=2, repeats=1, out=base / "rf",
+                    stability_draws=0, cost=CostConfig(latency_calls=30, time_budget_s=0.02, batch_large=50,
+                                                       memory_probe=False))
+    held = linear_data(n=1500, seed=3)
+    held.to_csv(base / "held.csv", index=False)
+    return base, held
+
+
+COMPRESS = dict(techniques=["tree-subset", "tree-depth", "tree-prune", "onnx-trees"], cost_priority="size",
+                tolerance=0.05, n_boot=400, n_jobs=1)
+
+
+@pytest.mark.slow
+def test_compress_killed_mid_search_resumes_with_only_the_missing_variants(forest, fast_cost):
+    base, held = forest
+    out = base / "compressed"
+    stored = kill_once_stored(["compress", str(base / "rf"), "--data", str(base / "held.csv"), "--out", str(out),
+                               "--jobs", "1", "--techniques", ",".join(COMPRESS["techniques"]), "--tolerance",
+                               "0.05", "--cost-priority", "size", "--no-memory-probe", "-q"],
+                              base / ".compressed.trials" / "variants", "*.json", 2)
+    assert not out.exists()
+    resumed = frugalml.compress(base / "rf", held, out=out, resume=True, cost=fast_cost, **COMPRESS).decision
+    made = len(resumed["candidates"]) - 1  # every variant but the original
+    assert 2 <= stored < made
+    assert resumed["settings"]["resume"]["reused"]["variant"] == stored
+    assert resumed["settings"]["resume"]["made"]["variant"] == made - stored  # only the missing variants
+    whole = frugalml.compress(base / "rf", held, cost=fast_cost, **COMPRESS).decision
+    same_decision(whole, resumed)
+    assert resumed["recommended"] != "original" and frugalml.load(out).predict(held.iloc[:3]).shape == (3,)
+
+    # a torn record (its JSON cut short): detected, listed, that variant made again; the rest reused
+    record = sorted((out / "trials" / "variants").glob("*.json"))[0]
+    record.write_text(record.read_text()[:-20])
+    again = frugalml.compress(base / "rf", held, out=out, resume=True, cost=fast_cost, **COMPRESS).decision
+    assert again["settings"]["resume"]["damaged"] == [record.name]
+    assert again["settings"]["resume"]["made"] == {"variant": 1, "cost": 0}
+    same_decision(whole, again)
+
+    # a store made for another model, or for other rows, is refused, and the finished run is left whole
+    other = base / "other"
+    frugalml.select(linear_data(n=400, seed=9), "label", candidates=["random_forest"], folds=2, repeats=1, out=other,
+                    stability_draws=0, cost=fast_cost)
+    before = (out / "decision.json").read_text()
+    with pytest.raises(frugalml.FrugalError, match="resume refused: .* are for another model"):
+        frugalml.compress(other, held, out=out, resume=True, cost=fast_cost, **COMPRESS)
+    with pytest.raises(frugalml.FrugalError, match="resume refused: .* are for other data"):
+        frugalml.compress(base / "rf", held.iloc[:1400], out=out, resume=True, cost=fast_cost, **COMPRESS)
+    assert (out / "decision.json").read_text() == before

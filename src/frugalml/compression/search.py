@@ -325,9 +325,9 @@ def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.nda
                 todo.append((k, configs[len(done[k]):]))
         if progress:
             progress(stage, len(trials) - len(todo), len(trials), "stored" if len(todo) < len(trials) else "")
-        jobs = min(len(todo), n_jobs if n_jobs > 0 else os.cpu_count() or 1) if executor in (None, "", "local") else -1
+        cores = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs  # joblib's: -1 all, -2 all but one
         with executor_backend(executor, n_jobs):
-            results = parallel(executor, max(jobs, 1) if jobs != -1 else -1)(
+            results = parallel(executor, max(1, min(len(todo), cores)))(  # a single trial: here, no worker
                 delayed(_try_settings)(TECHNIQUES.get(trials[k][1]), (trials[k][0] or ref).pipeline, configs,
                                        (X_cal, y_cal), X_eval, y_eval, groups_eval, metric, kind, n_classes, cfg,
                                        ref.outputs, artifact_of)

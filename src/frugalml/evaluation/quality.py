@@ -126,8 +126,9 @@ def _ray_tasks(tasks: Iterable) -> Iterator:
 
 @contextmanager
 def executor_backend(executor: str | None, n_jobs: int = -1):
-    """joblib backend for ``--executor``: local processes (loky), an existing Dask cluster (``dask://HOST:PORT``),
-    or Ray (``ray://HOST:PORT``, a cluster through Ray Client; ``ray:auto``, the Ray this process already runs,
+    """Where ``parallel`` sends its calls, for ``--executor``: local processes (loky), an existing Dask cluster
+    (``dask://HOST:PORT``, joblib's Dask backend), or Ray tasks (``ray://HOST:PORT``: a cluster through Ray
+    Client; ``ray:auto``: the Ray this process runs, else the one ``ray start --head`` runs on this machine,
     else a local one started with at most ``n_jobs`` CPUs, kept for the process's later steps)."""
     import joblib
 
@@ -163,11 +164,12 @@ def _ray(executor: str, n_jobs: int):
     if ray.is_initialized():
         return ray
     try:
-        if executor == "ray:auto" and not os.environ.get("RAY_ADDRESS"):  # else: the cluster RAY_ADDRESS names
-            ray.init(num_cpus=n_jobs if n_jobs > 0 else os.cpu_count(), include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
-        elif executor == "ray:auto":
-            ray.init(log_to_driver=False, configure_logging=False)
+        if executor == "ray:auto":
+            try:  # the Ray that `ray start --head` runs on this machine (or RAY_ADDRESS names)
+                ray.init(address="auto", log_to_driver=False, configure_logging=False)
+            except ConnectionError:  # none: a local one, for this process
+                ray.init(num_cpus=n_jobs if n_jobs > 0 else os.cpu_count(), include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
         else:
             ray.init(address=executor, log_to_driver=False, configure_logging=False)
     except ConnectionError as exc:

@@ -73,3 +73,17 @@ def test_ray_executor_gives_the_local_decisions(local_runs, monkeypatch):
 def test_unreachable_or_unknown_executor_is_a_clean_error():
     with pytest.raises(frugalml.FrugalError, match="not supported"):
         frugalml.select(linear_data(n=100), "label", executor="spark://x", folds=2, repeats=1)
+
+
+def test_a_bad_ray_address_is_one_line_and_exit_2(tmp_path, capsys):
+    from conftest import free_port
+    from frugalml.cli import main
+
+    linear_data(n=60).to_csv(tmp_path / "d.csv", index=False)
+    for executor, says in [("ray://nohost", "expected ray://HOST:PORT"),
+                           (f"ray://127.0.0.1:{free_port()}", "cannot reach Ray at")]:
+        code = main(["select", str(tmp_path / "d.csv"), "-t", "label", "-c", "linear", "-q", "--executor", executor,
+                     "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and says in err and len(err.splitlines()) == 1 and err.startswith("error:"), err
+    assert not (tmp_path / "run").exists()

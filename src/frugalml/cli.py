@@ -64,6 +64,13 @@ def _run(verb, args: tuple, console, quiet: bool, show_json: bool = False, **kwa
             result = verb(*args, progress=update, **kwargs)
     else:
         result = verb(*args, **kwargs)
+    resumed = result.decision.get("settings", {}).get("resume")
+    if resumed and not show_json:  # what --resume reused, and the stored entries that were damaged and redone
+        damaged, made = resumed["damaged"], resumed["made"]
+        counts = ", ".join(f"{n} {kind}s" for kind, n in resumed["reused"].items())
+        typer.echo(f"resume: reused {counts or 'nothing'}; made {', '.join(f'{n} {k}s' for k, n in made.items())}" +
+                   (f"; {len(damaged)} damaged entries made again: {', '.join(damaged[:5])}" if damaged else ""),
+                   err=True)
     if show_json:
         import json
 
@@ -85,6 +92,9 @@ _MEMORY_PROBE = typer.Option(True, "--memory-probe/--no-memory-probe",
 _USD_PER_HOUR = typer.Option(0.096, help="Instance price for the $ column.")
 _INSTANCE_VCPUS = typer.Option(2, help="vCPUs of that instance.")
 _GRID_INTENSITY = typer.Option(475.0, help="Grid carbon intensity, gCO2e/kWh.")
+_EXECUTOR = typer.Option("local", help="Where the trials run: local (--jobs processes), dask://HOST:PORT (a Dask "
+                         "scheduler), ray://HOST:PORT (a Ray cluster, through Ray Client) or ray:auto (this "
+                         "machine's Ray, started with --jobs CPUs if none runs). Costs are always measured here.")
 _REQUESTS_PER_DAY = typer.Option(1_000_000, help="Predictions a day: the report counts yearly savings at this "
                                  "traffic.")
 
@@ -128,8 +138,8 @@ def select(
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/select-DATE-TIME)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists (only once the new run is complete)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run into --out, reusing its finished fits."),
-    executor: str = typer.Option("local", help="local or dask://HOST:PORT."),
-    jobs: int = typer.Option(-1, help="Parallel fits (local executor); -1 = all cores."),
+    executor: str = _EXECUTOR,
+    jobs: int = typer.Option(-1, help="Parallel fits (local executor; ray:auto's CPUs); -1 = all cores."),
     threads: int = _THREADS,
     throughput_batch: int = _THROUGHPUT_BATCH,
     memory_probe: bool = _MEMORY_PROBE,
@@ -185,6 +195,10 @@ def compress(
     seed: int = typer.Option(0, help="Seed for the calibration/evaluation split and the bootstrap."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/compress-DATE-TIME)."),
     overwrite: bool = typer.Option(False, help="Replace --out if it exists (only once the new run is complete)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted (or finished) run into --out, reusing the "
+                                "variants and costs it stored."),
+    executor: str = _EXECUTOR,
+    jobs: int = typer.Option(-1, help="Trials side by side (local executor; ray:auto's CPUs); -1 = all cores."),
     threads: int = _THREADS,
     throughput_batch: int = _THROUGHPUT_BATCH,
     memory_probe: bool = _MEMORY_PROBE,
@@ -209,7 +223,7 @@ def compress(
     _run(run_compress, (model, data), _console(quiet), quiet, json_out, target=target, groups=group or None,
          text=text or None, techniques=names, metric=metric, tolerance=tolerance, alpha=alpha, min_group_size=min_group_size,
          cost_priority=cost_priority, seed=seed, out=out, overwrite=overwrite, cost=cost, chain=chain,
-         requests_per_day=requests_per_day)
+         requests_per_day=requests_per_day, resume=resume, n_jobs=jobs, executor=executor)
 
 
 _MODEL_HELP = "builtin:smollm2 (embedded), a .gguf file, or a local Hugging Face folder of a Llama-family model."
@@ -328,6 +342,10 @@ def serve(
     draft_tokens: int = _DRAFT_TOKENS,
     prompt_lookup: int = _PROMPT_LOOKUP,
     no_cache: bool = _NO_CACHE,
+    replicas: int = typer.Option(1, help="Predictors: copies of the server behind Ray Serve's proxy on --host/--port "
+                                 "(needs the ray extra); 1 with --executor local: one process, no Ray."),
+    executor: str = typer.Option("local", help="Where --replicas run: local (a Ray started for the purpose), ray:auto "
+                                 "(the Ray `ray start` runs here) or ray://HOST:PORT (a cluster, Ray Client)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks and library warnings."),
 ):
     """Serve a model over HTTP: /v1/predict with dynamic batching, or a language model through the OpenAI API
@@ -359,6 +377,12 @@ def serve(
         typer.echo(f"serving {target} at {url} (ready when {url}/healthz answers 200; Ctrl-C or SIGTERM stops)",
                    err=True)
 
+    if replicas != 1 or executor != "local":
+        from .serve.replicas import serve_replicas
+
+        return serve_replicas(target, config, replicas, executor, on_listen=lambda url: typer.echo(
+            f"serving {target} with {replicas} replicas (Ray Serve) at {url} (every replica answered /healthz 200; "
+            "Ctrl-C or SIGTERM stops)", err=True))
     run_server(target, config, on_listen=listening)
 
 

@@ -316,6 +316,8 @@ def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.nda
 
     def run_round(stage: str, trials: list[tuple[Variant | None, str]]) -> list[Variant]:
         """Every trial of a round -> the variants that held (one per trial at most)."""
+        if not trials:
+            return []
         done: list[list[tuple[Variant, dict]]] = []
         todo = []  # (trial index, configs still to try)
         for k, (base, name) in enumerate(trials):
@@ -327,7 +329,8 @@ def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.nda
             progress(stage, len(trials) - len(todo), len(trials), "stored" if len(todo) < len(trials) else "")
         cores = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs  # joblib's: -1 all, -2 all but one
         with executor_backend(executor, n_jobs):
-            results = parallel(executor, max(1, min(len(todo), cores)))(  # a single trial: here, no worker
+            # a single trial runs here; more, on as many workers as every other step uses (loky keeps them)
+            results = parallel(executor, 1 if len(todo) <= 1 else max(1, cores))(
                 delayed(_try_settings)(TECHNIQUES.get(trials[k][1]), (trials[k][0] or ref).pipeline, configs,
                                        (X_cal, y_cal), X_eval, y_eval, groups_eval, metric, kind, n_classes, cfg,
                                        ref.outputs, artifact_of)

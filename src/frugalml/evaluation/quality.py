@@ -158,22 +158,27 @@ def executor_backend(executor: str | None, n_jobs: int = -1):
 def _ray(executor: str, n_jobs: int):
     """Ray, connected as ``executor`` says; a local Ray this starts sends no usage statistics."""
     import os
+    import socket
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray = need("ray", f"--executor {executor}", "ray")
     if ray.is_initialized():
         return ray
-    try:
-        if executor == "ray:auto":
-            try:  # the Ray that `ray start --head` runs on this machine (or RAY_ADDRESS names)
-                ray.init(address="auto", log_to_driver=False, configure_logging=False)
-            except ConnectionError:  # none: a local one, for this process
-                ray.init(num_cpus=n_jobs if n_jobs > 0 else os.cpu_count(), include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=executor, log_to_driver=False, configure_logging=False)
-    except ConnectionError as exc:
-        raise ConfigError(f"cannot reach Ray at {executor}: {str(exc).splitlines()[0][:200]}") from None
+    quiet = dict(log_to_driver=False, configure_logging=False)
+    if executor == "ray:auto":
+        try:  # the Ray that `ray start --head` runs on this machine (or RAY_ADDRESS names)
+            ray.init(address="auto", **quiet)
+        except ConnectionError:  # none: a local one, for this process
+            ray.init(num_cpus=n_jobs if n_jobs > 0 else os.cpu_count(), include_dashboard=False, **quiet)
+    else:
+        host, _, port = executor[len("ray://"):].rpartition(":")
+        if not (host and port.isdigit()):
+            raise ConfigError(f"--executor {executor}: expected ray://HOST:PORT (Ray Client's port, 10001 by default)")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()  # not Ray Client's 30 s
+            ray.init(address=executor, **quiet)
+        except (OSError, RuntimeError) as exc:  # ConnectionError is an OSError
+            raise ConfigError(f"cannot reach Ray at {executor}: {(str(exc).splitlines() or [''])[0][:200]}") from None
     import atexit
 
     atexit.register(ray.shutdown)

@@ -178,7 +178,10 @@ def _ray(executor: str, n_jobs: int):
             socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()  # not Ray Client's 30 s
             ray.init(address=executor, **quiet)
         except (OSError, RuntimeError) as exc:  # ConnectionError is an OSError
-            raise ConfigError(f"cannot reach Ray at {executor}: {(str(exc).splitlines() or [''])[0][:200]}") from None
+            hint = "" if os.environ.get("RAY_AUTH_MODE") else " (a cluster that requires its token: export " \
+                "RAY_AUTH_MODE=token, the token in ~/.ray/auth_token)"
+            raise ConfigError(f"cannot reach Ray at {executor}: {(str(exc).splitlines() or [''])[0][:200]}{hint}") \
+                from None
     import atexit
 
     atexit.register(ray.shutdown)

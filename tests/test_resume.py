@@ -74,6 +74,17 @@ def test_changed_data_is_refused_and_never_mixed(tmp_path, fast_cost, count_fits
     assert len(count_fits) == 12
 
 
+def test_a_torn_fit_is_listed_and_fitted_again(tmp_path, fast_cost, count_fits):
+    df, out = linear_data(n=300), tmp_path / "run"
+    frugalml.select(df, "label", out=out, cost=fast_cost, **KW)
+    torn = sorted((out / "trials").glob("*-fold*.npz"))[2]
+    torn.write_bytes(torn.read_bytes()[:100])  # killed mid-write by something that did not rename it first
+    again = frugalml.select(df, "label", out=out, cost=fast_cost, resume=True, **KW).decision
+    assert again["settings"]["resume"]["damaged"] == [torn.name]
+    assert again["settings"]["resume"]["reused"]["fit"] == 5 and again["settings"]["resume"]["made"]["fit"] == 1
+    assert len(count_fits) == 6 + 1
+
+
 @pytest.fixture
 def count_costs(monkeypatch):
     """Counts measure_cost calls by candidate (the pipeline's model class); fail_on: the call that raises."""

@@ -194,7 +194,6 @@ def _check_target(df, target: str) -> None:
         raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
 
 
-
 def _rows_fingerprint(X, y: np.ndarray, seed: int, *parts) -> str:
     """What a stored variant's answers depend on: the rows, the labels, the seed and the split into
     calibration, screening and confirmation rows (and the groups)."""

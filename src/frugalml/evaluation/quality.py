@@ -89,9 +89,19 @@ def parallel(executor: str | None, n_jobs: int) -> Callable[[Iterable], Iterator
     from joblib import Parallel
 
     if executor in LOCAL or not executor.startswith("ray"):
-        return Parallel(n_jobs=n_jobs if executor in LOCAL else -1, return_as="generator")
-
+        par = Parallel(n_jobs=n_jobs if executor in LOCAL else -1, return_as="generator")
+        return lambda tasks: par((_alone, (f, *args), kwargs) for f, args, kwargs in tasks)
     return _ray_tasks
+
+
+def _alone(f, *args, **kwargs):
+    """A trial as its worker runs it: any joblib call inside it (scikit-learn's) runs in the trial's own thread.
+    Without this a Dask worker hands them back to the cluster as nested tasks (joblib's backend travels with
+    the trial), and a one-thread worker ran two or three trials at once."""
+    from joblib import parallel_config
+
+    with parallel_config(backend="sequential"):
+        return f(*args, **kwargs)
 
 
 def _ray_tasks(tasks: Iterable) -> Iterator:

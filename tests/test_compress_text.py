@@ -46,6 +46,9 @@ def debates():
     return df.sample(frac=1.0, random_state=0).reset_index(drop=True)  # parties mixed: train, calibrate, compare
 
 
+REAL_MODEL_PATH = __import__("frugalml.candidates.text", fromlist=["model_path"]).model_path
+
+
 @pytest.fixture(scope="module")
 def tiny_minilm(tmp_path_factory):
     """A 2-layer BERT (hidden 64, random weights; initializer range 0.1 so its layers matter) with MiniLM's
@@ -334,7 +337,7 @@ def test_compress_run_on_tiny_minilm_lists_every_variant(tiny_minilm, tmp_path, 
     frugalml.select(df.iloc[:120], "party", text=["statement"], candidates=["minilm_linear"], folds=2, repeats=1,
                     n_jobs=1, out=tmp_path / "sel", cost=cost)
     d = compress_run(tmp_path / "sel", df.iloc[120:], groups=["debate"], tolerance=0.05, min_group_size=10,
-                     out=tmp_path / "c", cost=cost, n_boot=100).decision
+                     out=tmp_path / "c", cost=cost, n_boot=100, n_jobs=1).decision  # the tiny MiniLM: this process
     validate_decision(d)
     names = [c["name"] for c in d["candidates"]]
     assert names[0] == "original"
@@ -353,9 +356,12 @@ def test_compress_run_on_tiny_minilm_lists_every_variant(tiny_minilm, tmp_path, 
 
 
 @pytest.mark.slow
-def test_frugal_compress_on_real_minilm(tmp_path, validate_decision):
+def test_frugal_compress_on_real_minilm(tmp_path, validate_decision, monkeypatch):
     """The real MiniLM: select minilm_linear on 150 statements (a CSV), compress on 150 others."""
+    import frugalml.candidates.text as text
     from frugalml.data import read_table
+
+    monkeypatch.setattr(text, "model_path", REAL_MODEL_PATH)  # the module's tiny model is patched in until its end
     from frugalml.evaluation import CostConfig
     from frugalml.verbs.compress import compress as compress_run
 
@@ -366,7 +372,8 @@ def test_frugal_compress_on_real_minilm(tmp_path, validate_decision):
     frugalml.select(str(tmp_path / "train.csv"), "party", text=["statement"], candidates=["minilm_linear"],
                     folds=2, repeats=1, n_jobs=1, out=tmp_path / "sel", cost=cost)
     d = compress_run(tmp_path / "sel", str(tmp_path / "held.csv"), groups=["debate"], tolerance=0.05,
-                     min_group_size=10, out=tmp_path / "c", cost=cost, n_boot=200).decision
+                     techniques=["onnx-fp32", "onnx-int8-dynamic"], min_group_size=10, out=tmp_path / "c", cost=cost,
+                     n_boot=200).decision
     validate_decision(d)
     cands = {c["name"]: c for c in d["candidates"]}
     dyn = cands["onnx-int8-dynamic:per_channel=mixed,graph_optimization=all"]

@@ -283,7 +283,8 @@ def test_compress_run_with_distill_text_and_encoder_prune(tiny_minilm, tmp_path,
     frugalml.select(df.iloc[:120], "party", text=["statement"], candidates=["minilm_linear"], folds=2, repeats=1,
                     n_jobs=1, out=tmp_path / "sel", cost=cost)
     d = compress_run(tmp_path / "sel", df.iloc[120:], groups=["debate"], techniques=["distill-text", "encoder-prune"],
-                     tolerance=0.05, min_group_size=10, out=tmp_path / "c", cost=cost, n_boot=100).decision
+                     tolerance=0.05, min_group_size=10, out=tmp_path / "c", cost=cost, n_boot=100,
+                     n_jobs=1).decision  # the tiny MiniLM is patched in this process only
     validate_decision(d)
     cands = {c["name"]: c for c in d["candidates"]}
     assert list(cands)[0] == "original"

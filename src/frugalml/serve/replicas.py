@@ -16,6 +16,7 @@ nodes need frugalml and the model at the same path). Ray is imported inside func
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -125,19 +126,20 @@ def serve_replicas(target: str, config: ServeConfig = ServeConfig(), replicas: i
 
     stopping = []
 
-    def stop(signum, frame):  # raised wherever the main thread is; inside Ray's C code it may come out changed
-        stopping.append(signum)
-        raise _Stopped()
+    def stop(signum, frame):  # only noted: raised inside Ray Client's gRPC calls an exception would break them
+        stopping.append(signum)  # (and escape them changed); the steps below look at it between calls
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
+    for s in previous:  # kept through the shutdown too: a second Ctrl-C must not cut it short
         signal.signal(s, stop)
     started, serve_started = False, False
     try:
         started = address is None
         ray = _connect(address, replicas)
-        for s in previous:  # ray.init sets its own SIGTERM handler (sys.exit)
+        for s in previous:  # in case Ray set its own after all
             signal.signal(s, stop)
+        if stopping:
+            return
         from ray import serve
 
         before = serve.status()
@@ -147,17 +149,27 @@ def serve_replicas(target: str, config: ServeConfig = ServeConfig(), replicas: i
         free = ray.available_resources().get("CPU", 0)
         if free < replicas:
             raise ConfigError(f"--replicas {replicas} needs {replicas} free CPUs on the Ray cluster; it has {free:g}")
+        if stopping:
+            return
         serve_started = True
         serve.start(http_options={"host": config.host, "port": port}, logging_config={"log_level": "WARNING"})
-        serve.run(deployment(replicas, config).bind(target, config), name=APP_NAME, route_prefix="/",
-                  logging_config={"log_level": "WARNING"})
+        if stopping:
+            return
+        # not serve.run, which waits (minutes, while replicas load a model) for the app to run: wait_replicas
+        # waits, and gives up as soon as a signal comes
+        serve.run_many([serve.RunTarget(deployment(replicas, config).bind(target, config), name=APP_NAME,
+                                        route_prefix="/", logging_config={"log_level": "WARNING"})],
+                       wait_for_applications_running=False)
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
-        wait_replicas(url, replicas, ready_timeout_s, headers, running=lambda: _running(serve))
+        wait_replicas(url, replicas, ready_timeout_s, headers, running=lambda: _running(serve),
+                      stopped=lambda: bool(stopping), failed=lambda: _deploy_failed(serve))
+        if stopping:
+            return
         if on_listen is not None:
             on_listen(url)
-        while True:
-            time.sleep(3600)
-    except (_Stopped, SystemExit):  # SystemExit: ray.init's own SIGTERM handler, set while it starts
+        while not stopping:
+            time.sleep(0.2)
+    except SystemExit:  # a SIGTERM handler of Ray's, had one been set after all
         pass
     except FrugalError:
         if not stopping:
@@ -168,8 +180,6 @@ def serve_replicas(target: str, config: ServeConfig = ServeConfig(), replicas: i
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ConfigError(f"Ray Serve failed: {type(exc).__name__}: {first}") from None
     finally:
-        for s in previous:
-            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not cut the shutdown short
         try:
             _stop_all(started, serve_started)
         finally:
@@ -178,21 +188,30 @@ def serve_replicas(target: str, config: ServeConfig = ServeConfig(), replicas: i
 
 
 def wait_replicas(url: str, replicas: int, timeout_s: float, headers: dict | None = None, running=None,
-                  spill_s: float = 10.0) -> set:
+                  spill_s: float = 10.0, stopped=None, failed=None) -> set:
     """Wait until ``replicas`` different replicas have answered ``url``/healthz 200 (the proxy picks one per
-    request); ConfigError when one says its model failed, or when the time is up. -> the ids seen.
+    request); ConfigError when one says its model failed, or when the time is up. -> the ids seen (so far, when
+    ``stopped()`` says to give up).
 
     On a cluster of several nodes a node's proxy keeps to the replicas on its own node while they have room, so
     it may never show the others: after ``spill_s`` seconds of 200s, ``running()`` (Ray Serve's count of running
-    replicas, each of which started only once its model had loaded) vouches for them."""
+    replicas, each of which started only once its model had loaded) vouches for them. ``failed()``, asked about
+    once a second, says why the app could not deploy (a replica that does not start), or None."""
     import httpx
 
-    seen, deadline, first_ok = set(), time.monotonic() + timeout_s, None
+    seen, deadline, first_ok, asked = set(), time.monotonic() + timeout_s, None, time.monotonic()
     with httpx.Client(timeout=5) as client:
         while len(seen) < replicas:
+            if stopped is not None and stopped():
+                break
             if first_ok is not None and running is not None and time.monotonic() - first_ok > spill_s \
                     and running() >= replicas:
                 break
+            if failed is not None and time.monotonic() - asked > 1:
+                asked = time.monotonic()
+                why = failed()
+                if why:
+                    raise ConfigError(f"the replicas could not start: {why}")
             try:
                 r = client.get(f"{url}/healthz", headers=headers or {})
                 body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
@@ -216,8 +235,12 @@ def _running(serve) -> int:
     return deployment.replica_states.get("RUNNING", 0) if deployment is not None else 0
 
 
-class _Stopped(Exception):
-    pass
+def _deploy_failed(serve) -> str | None:
+    """Why Ray Serve gave up deploying the app (the first line of its message), or None."""
+    app = serve.status().applications.get(APP_NAME)
+    if app is None or app.status != "DEPLOY_FAILED":
+        return None
+    return (str(app.message).strip().splitlines() or ["deploy failed"])[0]
 
 
 def _connect(address: str | None, replicas: int):
@@ -230,10 +253,12 @@ def _connect(address: str | None, replicas: int):
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     if address is None:
         # address="local": a new Ray here, even where RAY_ADDRESS names a cluster
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, replicas), include_dashboard=False, **quiet)
+        with _no_ray_sigterm_handler(ray):
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, replicas), include_dashboard=False, **quiet)
         return ray
     try:
-        ray.init(address=address, **quiet)
+        with _no_ray_sigterm_handler(ray):
+            ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         where = "no Ray runs on this machine (ray start --head)" if address == "auto" else f"{address}: {first}"
@@ -243,10 +268,26 @@ def _connect(address: str | None, replicas: int):
     return ray
 
 
+@contextlib.contextmanager
+def _no_ray_sigterm_handler(ray):
+    """While ``ray.init`` runs, it keeps the SIGTERM handler it finds (``serve_replicas``' own, which only notes the
+    signal) instead of setting its own (``sys.exit``, raised wherever the main thread is: in Ray Client's gRPC
+    calls too, which it may leave broken, and in Ray's half-started node)."""
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    own = getattr(utils, "set_sigterm_handler", None)
+    if own is None:  # another Ray: serve_replicas sets its handler again after ray.init
+        yield
+        return
+    utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        utils.set_sigterm_handler = own
+
+
 def _stop_all(started: bool, serve_started: bool) -> None:
     """Best effort, then always ``ray.shutdown()``: a Ray this process started stops with it (even one whose
-    start a signal cut short), a cluster's stays up."""
-    import contextlib
+    start failed), a cluster's stays up."""
     import sys
 
     ray = sys.modules.get("ray")
@@ -267,7 +308,7 @@ def _stop_all(started: bool, serve_started: bool) -> None:
                 with contextlib.suppress(Exception):
                     serve.shutdown()  # the controller and proxies this process started on the cluster
     finally:
-        ray.shutdown()  # also where ray.init was cut short: it stops the processes it had started
+        ray.shutdown()  # also where ray.init failed: it stops the processes it had started
         if ours:  # ... but then the raylet's agents may be left behind
             import psutil
 

@@ -88,10 +88,13 @@ def parallel(executor: str | None, n_jobs: int) -> Callable[[Iterable], Iterator
     completes); ``n_jobs`` local processes, or every worker of the cluster ``executor`` names."""
     from joblib import Parallel
 
+    def alone(tasks: Iterable) -> Iterator:
+        return ((_alone, (f, *args), kwargs) for f, args, kwargs in tasks)
+
     if executor in LOCAL or not executor.startswith("ray"):
         par = Parallel(n_jobs=n_jobs if executor in LOCAL else -1, return_as="generator")
-        return lambda tasks: par((_alone, (f, *args), kwargs) for f, args, kwargs in tasks)
-    return _ray_tasks
+        return lambda tasks: par(alone(tasks))
+    return lambda tasks: _ray_tasks(alone(tasks))
 
 
 def _alone(f, *args, **kwargs):
@@ -115,7 +118,7 @@ def _ray_tasks(tasks: Iterable) -> Iterator:
     import ray
 
     window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    remote, shared, pending = {}, {}, deque()
+    remote, shared, pending = {}, {}, deque()  # remote: one Ray function per Python function
 
     def put(a):
         size = a.memory_usage(deep=False).sum() if isinstance(a, pd.DataFrame) else getattr(a, "nbytes", 0)

@@ -72,7 +72,8 @@ def test_compress_a_hugging_face_folder_end_to_end(hf_case, tmp_path, validate_d
     before = _digest(folder)
     code = main(["compress", str(folder), "--data", str(data), "--target", "party", "--text", "statement",
                  "--group", "debate", "--tolerance", "0.05", "--techniques", "onnx-fp32,onnx-int8-dynamic",
-                 "--no-memory-probe", "--throughput-batch", "32", "--quiet", "--out", str(tmp_path / "c")])
+                 "--no-memory-probe", "--throughput-batch", "32", "--quiet", "--out", str(tmp_path / "c"),
+                 "--jobs", "2"])  # two worker processes: the variants, made there, must save and load as skops
     assert code == 0 and _digest(folder) == before
     d = json.loads((tmp_path / "c" / "decision.json").read_text())
     validate_decision(d)

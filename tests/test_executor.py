@@ -87,3 +87,28 @@ def test_a_bad_ray_address_is_one_line_and_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert code == 2 and says in err and len(err.splitlines()) == 1 and err.startswith("error:"), err
     assert not (tmp_path / "run").exists()
+
+
+def _skops_of_a_scaler_holding(a):
+    """A trial whose result keeps its input's array, made into an artifact in the worker (as compress does)."""
+    from sklearn.preprocessing import StandardScaler
+
+    from frugalml.runtime.model_dir import skops_bytes
+
+    scaler = StandardScaler().fit([[0.0], [1.0]])
+    scaler.mean_ = a  # a compressed model shares the original's weights
+    return skops_bytes(scaler)
+
+
+def test_compress_trials_get_arrays_not_memory_maps_so_their_skops_loads():
+    import numpy as np
+
+    from frugalml.evaluation.quality import parallel
+    from frugalml.runtime.model_dir import load_skops
+
+    big = np.arange(300_000, dtype=np.float64)  # 2.4 MB: above joblib's 1 MB memory-mapping threshold
+    calls = [(_skops_of_a_scaler_holding, (big,), {})] * 2
+    mapped, copied = (list(parallel(None, 2, memmap=m)(calls)) for m in (True, False))
+    with pytest.raises(frugalml.FrugalError):  # what compress's trials made before: a numpy.memmap skops refuses
+        load_skops(mapped[0], "a variant")
+    assert np.array_equal(load_skops(copied[0], "a variant").mean_, big)

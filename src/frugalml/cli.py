@@ -198,7 +198,8 @@ def compress(
     resume: bool = typer.Option(False, help="Continue an interrupted (or finished) run into --out, reusing the "
                                 "variants and costs it stored."),
     executor: str = _EXECUTOR,
-    jobs: int = typer.Option(-1, help="Trials side by side (local executor; ray:auto's CPUs); -1 = all cores."),
+    jobs: int = typer.Option(1, help="Trials side by side (local executor; ray:auto's CPUs); -1 = all cores. "
+                             "Default 1: a round is a few trials wide; more pays where trials are long."),
     threads: int = _THREADS,
     throughput_batch: int = _THROUGHPUT_BATCH,
     memory_probe: bool = _MEMORY_PROBE,

@@ -330,7 +330,7 @@ def search(pipeline, X_cal, y_cal, X_eval, y_eval, groups_eval: dict[str, np.nda
         cores = n_jobs if n_jobs > 0 else (os.cpu_count() or 1) + 1 + n_jobs  # joblib's: -1 all, -2 all but one
         with executor_backend(executor, n_jobs):
             # a single trial runs here; more, on as many workers as every other step uses (loky keeps them)
-            results = parallel(executor, 1 if len(todo) <= 1 else max(1, cores))(
+            results = parallel(executor, 1 if len(todo) <= 1 else max(1, cores), memmap=False)(
                 delayed(_try_settings)(TECHNIQUES.get(trials[k][1]), (trials[k][0] or ref).pipeline, configs,
                                        (X_cal, y_cal), X_eval, y_eval, groups_eval, metric, kind, n_classes, cfg,
                                        ref.outputs, artifact_of)

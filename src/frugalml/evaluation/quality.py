@@ -82,17 +82,22 @@ def _fit_fold(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y: np.nda
 LOCAL = (None, "", "local")
 
 
-def parallel(executor: str | None, n_jobs: int) -> Callable[[Iterable], Iterator]:
+def parallel(executor: str | None, n_jobs: int, memmap: bool = True) -> Callable[[Iterable], Iterator]:
     """What every expensive step runs its trials through, inside ``executor_backend``: ``delayed`` calls ->
     their results in order, each as soon as it and those before it are done (so each is stored as it
-    completes); ``n_jobs`` local processes, or every worker of the cluster ``executor`` names."""
+    completes); ``n_jobs`` local processes, or every worker of the cluster ``executor`` names.
+
+    ``memmap=False``: loky workers get copies of large arrays rather than read-only memory maps, for trials
+    whose results keep their inputs' arrays (a compressed model shares the original's weights): skops saves
+    a memory map as a ``numpy.memmap`` it cannot load back."""
     from joblib import Parallel
 
     def alone(tasks: Iterable) -> Iterator:
         return ((_alone, (f, *args), kwargs) for f, args, kwargs in tasks)
 
     if executor in LOCAL or not executor.startswith("ray"):
-        par = Parallel(n_jobs=n_jobs if executor in LOCAL else -1, return_as="generator")
+        par = Parallel(n_jobs=n_jobs if executor in LOCAL else -1, return_as="generator",
+                       max_nbytes="1M" if memmap else None)
         return lambda tasks: par(alone(tasks))
     return lambda tasks: _ray_tasks(alone(tasks))
 

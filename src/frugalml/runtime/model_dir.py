@@ -51,7 +51,11 @@ def load_skops(data: bytes, where: str):
     if refused:
         raise ModelError(f"{where} contains types frugalml does not trust: {', '.join(refused[:5])}; "
                          "load it yourself with skops.io.load(..., trusted=[...]) if you created it")
-    return sio.loads(data, trusted=untrusted)
+    try:
+        return sio.loads(data, trusted=untrusted)
+    except Exception as exc:  # trusted types whose saved state does not construct: damaged, or made wrongly
+        first = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise ModelError(f"{where} does not load ({type(exc).__name__}: {first}); re-create it") from None
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")

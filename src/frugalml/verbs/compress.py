@@ -25,7 +25,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
              alpha: float = 0.05, min_group_size: int = 30, cost_priority: str = "latency", seed: int = 0,
              n_boot: int = 2000, out: str | os.PathLike | None = None, overwrite: bool = False,
              cost: CostConfig | None = None, chain: bool = True, requests_per_day: int = DEFAULT_REQUESTS_PER_DAY,
-             resume: bool = False, n_jobs: int = -1, executor: str | None = None,
+             resume: bool = False, n_jobs: int = 1, executor: str | None = None,
              progress: Callable[[str, int, int, str], None] | None = None) -> RunResult:
     """Find the cheapest compressed variant of a selected model whose quality holds, overall and per group.
 
@@ -43,8 +43,10 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     shallower; a pruned encoder, then int8). ``requests_per_day``: the traffic the report's yearly savings are
     counted at.
 
-    The search's trials (a technique on a variant, its settings cheapest first) run side by side: ``n_jobs``
-    local processes, or ``executor`` (``dask://HOST:PORT``, ``ray://HOST:PORT``, ``ray:auto``). Costs are then
+    The search's trials (a technique on a variant, its settings cheapest first) run in this process, or side
+    by side: ``n_jobs`` local processes, or ``executor`` (``dask://HOST:PORT``, ``ray://HOST:PORT``,
+    ``ray:auto``). One process is the default: a round is a few trials wide, and for a forest two workers'
+    start-up and shipping took longer than the trials (benchmarks/RESULTS.md, scale-out). Costs are then
     measured one variant at a time on this machine, with ``cost.threads`` threads, so a cluster run's numbers
     compare with a local run's. With ``out``, every variant and cost is stored as it completes (``trials/``);
     ``resume`` continues a killed or finished run into the same ``out``, making only what is not stored, and

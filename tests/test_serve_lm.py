@@ -209,7 +209,9 @@ def test_a_full_queue_answers_429_with_retry_after(folder):
 
         answers = asyncio.run(go())
         codes = sorted(r.status_code for r in answers)
-        assert set(codes) == {200, 429} and codes.count(200) >= 2
+        # one running and one waiting; or one only, when the burst came before the first had started running
+        # (CI's busy machine, once)
+        assert set(codes) == {200, 429} and codes.count(200) >= 1
         assert all(int(r.headers["retry-after"]) >= 1 for r in answers if r.status_code == 429)
 
 

@@ -98,3 +98,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def same_decision(a: dict, b: dict) -> None:
+    """Two runs decided alike: the same candidates in order, with the same quality, comparison with the best,
+    groups and verdicts, and the same best and recommended (costs, timed, may differ)."""
+    assert [c["name"] for c in a["candidates"]] == [c["name"] for c in b["candidates"]]
+    for x, y in zip(a["candidates"], b["candidates"]):
+        assert (x["quality"], x["vs_best"], x["groups"], x["on_par"]) == (y["quality"], y["vs_best"], y["groups"],
+                                                                          y["on_par"])
+    assert (a["best"], a["recommended"]) == (b["best"], b["recommended"])

@@ -5,7 +5,7 @@ recommendation (costs are measured on this machine, one model at a time, whateve
 import pytest
 
 import frugalml
-from conftest import linear_data
+from conftest import linear_data, same_decision
 
 SELECT = dict(candidates=["linear", "decision_tree"], folds=3, repeats=1, cost_priority="size", stability_draws=0)
 COMPRESS = dict(techniques=["tree-subset", "tree-depth", "onnx-trees"], cost_priority="size", n_boot=400,
@@ -25,14 +25,6 @@ def local_runs(tmp_path_factory):
     select = frugalml.select(df, "label", cost=cost, n_jobs=2, **SELECT).decision
     compress = frugalml.compress(base / "forest", held, cost=cost, n_jobs=2, **COMPRESS).decision
     return dict(df=df, held=held, forest=base / "forest", cost=cost, select=select, compress=compress)
-
-
-def same_decision(a: dict, b: dict) -> None:
-    assert [c["name"] for c in a["candidates"]] == [c["name"] for c in b["candidates"]]
-    for x, y in zip(a["candidates"], b["candidates"]):
-        assert (x["quality"], x["vs_best"], x["groups"], x["on_par"]) == (y["quality"], y["vs_best"], y["groups"],
-                                                                          y["on_par"])
-    assert (a["best"], a["recommended"]) == (b["best"], b["recommended"])
 
 
 def through(executor: str, runs: dict) -> tuple[dict, dict]:

@@ -1,10 +1,9 @@
 """--resume: finished fits are stored as they complete and reused; nothing is fitted twice."""
 
-import numpy as np
 import pytest
 
 import frugalml
-from conftest import linear_data
+from conftest import linear_data, same_decision
 from frugalml.evaluation import CostConfig, quality
 
 KW = dict(candidates=["linear", "decision_tree"], folds=3, repeats=1, n_jobs=1)
@@ -174,14 +173,6 @@ def kill_once_stored(args: list[str], folder, pattern: str, count: int) -> int:
         proc.kill()
         proc.wait()
     return len(list(folder.glob(pattern)))
-
-
-def same_decision(a: dict, b: dict) -> None:
-    assert [c["name"] for c in a["candidates"]] == [c["name"] for c in b["candidates"]]
-    for x, y in zip(a["candidates"], b["candidates"]):
-        assert (x["quality"], x["vs_best"], x["groups"], x["on_par"]) == (y["quality"], y["vs_best"], y["groups"],
-                                                                          y["on_par"])
-    assert (a["best"], a["recommended"]) == (b["best"], b["recommended"])
 
 
 @pytest.mark.slow

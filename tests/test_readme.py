@@ -5,13 +5,15 @@ be Makefile targets.
 
 Commands are taken from README.md when the tests are collected, so an edited README is tested as edited. One that
 reads a run directory another writes (``compress runs/rf``, ``frugalml.load("runs/fair")``) runs that one first.
-Timings on the 2-core machine (loaded): list 1.5 s, env 3 s; every other command 20 to 80 s and bench-lm minutes,
-so those are marked slow.
+Timings on the 2-core machine (loaded): list 1.5 s, env 3 s; every other command 20 to 80 s, so those are marked
+slow.
 
 Every ``frugal`` line of the README and of ``docs/*.md`` is also parsed against the CLI itself, without running
 it (``test_documented_command_parses``, fast: 0.1 s a line): its verb must exist and its options and arguments
 must parse, so the pages cannot drift from the CLI. Code blocks in the language ``console`` hold commands that
-need something the tests do not start (a Dask cluster): they are parsed, never run. Output goes in ``text``
+need something the tests do not start (a Dask or Ray cluster), or that another test covers on a smaller model
+(``bench-lm`` on the real SmolLM2 took 3.5 minutes of CI; tests/test_lm_bench.py runs the verb on a tiny
+Llama): they are parsed, never run. Output goes in ``text``
 blocks, which are neither parsed nor run.
 """
 

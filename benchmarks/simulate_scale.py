@@ -124,6 +124,13 @@ def _refits(base: dict) -> tuple[list[float], float, bool]:
     return [e * scale for e in est], tail, False
 
 
+def _run_shape(name: str, run: dict) -> tuple[int, float, int | None]:
+    """A measured run's workers, median gap between a worker's trials, and Ray's in-flight window (else None)."""
+    w = 1 if name == "local1" else 2
+    gap = 0.0 if w == 1 else max(0.0, run["timeline"].get("gap_median_s") or 0.0)
+    return w, gap, 2 * w if name == "ray2" else None
+
+
 def validate(res: dict) -> list[dict]:
     """Predicted vs measured, 1 and 2 workers: trial durations from the 1-worker run (in-process), the gap
     between a worker's trials and the time to the first trial (worker start-up) from each run's own worker log."""
@@ -137,11 +144,8 @@ def validate(res: dict) -> list[dict]:
     for name, run in sel.items():
         if name.endswith("+store"):
             continue
-        w = 1 if name == "local1" else 2
-        tl = run["timeline"]
-        gap = 0.0 if w == 1 else max(0.0, tl.get("gap_median_s") or 0.0)
-        startup = 0.0 if w == 1 else max(0.0, tl["first_start_s"] - pre)
-        window = 2 * w if name == "ray2" else None
+        w, gap, window = _run_shape(name, run)
+        startup = 0.0 if w == 1 else max(0.0, run["timeline"]["first_start_s"] - pre)
         extra, contention = first_extra(run["trials"], base["trials"]) if w > 1 else (0.0, 1.0)
         startup += extra  # each fresh worker's first trial pays its imports: as if it started that much later
         pure = simulate(base_trials, w)["makespan"]
@@ -168,10 +172,8 @@ def validate(res: dict) -> list[dict]:
         for name, run in cmp_.items():
             if name.endswith("+store"):
                 continue
-            w = 1 if name == "local1" else 2
+            w, gap, window = _run_shape(name, run)
             tl = run["timeline"]
-            gap = 0.0 if w == 1 else max(0.0, tl.get("gap_median_s") or 0.0)
-            window = 2 * w if name == "ray2" else None
             # search_s holds the rounds and, before the first, the original's own answers: as on 1 worker
             before = cbase["timeline"]["first_start_s"] - cbase["stage_first_s"].get("search", 0.0)
             startup = 0.0 if w == 1 else max(0.0, tl["first_start_s"] - run["stage_first_s"].get("search", 0.0)

@@ -173,10 +173,23 @@ def executor_backend(executor: str | None, n_jobs: int = -1):
                       "or ray:auto")
 
 
+def check_ray_client(executor: str, timeout_s: float = 10.0) -> None:
+    """``ray://HOST:PORT`` well formed, and its port answering: a TCP check first, as Ray Client itself gives up
+    on a dead address only after 30 s."""
+    import socket
+
+    host, _, port = executor[len("ray://"):].rpartition(":")
+    if not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"--executor {executor}: expected ray://HOST:PORT (Ray Client's port, 10001 by default)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach Ray at {executor}: {exc.strerror or 'timed out'}") from None
+
+
 def _ray(executor: str, n_jobs: int):
     """Ray, connected as ``executor`` says; a local Ray this starts sends no usage statistics."""
     import os
-    import socket
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray = need("ray", f"--executor {executor}", "ray")
@@ -189,11 +202,8 @@ def _ray(executor: str, n_jobs: int):
         except ConnectionError:  # none: a local one, for this process
             ray.init(num_cpus=n_jobs if n_jobs > 0 else os.cpu_count(), include_dashboard=False, **quiet)
     else:
-        host, _, port = executor[len("ray://"):].rpartition(":")
-        if not (host and port.isdigit()):
-            raise ConfigError(f"--executor {executor}: expected ray://HOST:PORT (Ray Client's port, 10001 by default)")
+        check_ray_client(executor)
         try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()  # not Ray Client's 30 s
             ray.init(address=executor, **quiet)
         except (OSError, RuntimeError) as exc:  # ConnectionError is an OSError
             hint = "" if os.environ.get("RAY_AUTH_MODE") else " (a cluster that requires its token: export " \

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import ConfigError, FrugalError, need
+from ..evaluation.quality import check_ray_client
 from .app import ServeConfig, create_app, is_language_model
 
 APP_NAME = "frugal"
@@ -38,10 +39,7 @@ def parse_executor(executor: str) -> str | None:
     if executor == "ray:auto":
         return "auto"
     if executor.startswith("ray://"):
-        host, _, port = executor[len("ray://"):].rpartition(":")
-        if host and port.isdigit() and 0 < int(port) < 65536:
-            return executor
-        raise ConfigError(f"--executor {executor}: expected ray://HOST:PORT (Ray Client's port, 10001 by default)")
+        return executor  # checked, and its port tried, by check_ray_client before Ray starts
     raise ConfigError(f"--executor {executor}: frugal serve takes local, ray:auto or ray://HOST:PORT")
 
 
@@ -117,7 +115,7 @@ def serve_replicas(target: str, config: ServeConfig = ServeConfig(), replicas: i
                               "cluster's proxy should listen on")
         port = _free_port(config.host)
     if address is not None and address.startswith("ray://"):
-        _reachable(address)
+        check_ray_client(address)
     url_host = config.host
     if url_host in ("0.0.0.0", "::", ""):
         url_host = address[len("ray://"):].rpartition(":")[0] if address and address.startswith("ray://") \
@@ -326,11 +324,3 @@ def _free_port(host: str) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}: {exc.strerror}") from None
         return s.getsockname()[1]
-
-
-def _reachable(address: str, timeout_s: float = 10.0) -> None:
-    host, _, port = address[len("ray://"):].rpartition(":")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise ConfigError(f"cannot reach Ray at {address}: {exc.strerror or 'timed out'}") from None

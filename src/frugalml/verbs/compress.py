@@ -120,8 +120,9 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     s_pos, c_pos, split_by = split_rows(y[ev], {g: mask[ev] for g, mask in group_masks_.items()}, schema.task, seed)
     screen, conf = ev[s_pos], ev[c_pos]
     scfg = SearchConfig(tolerance, alpha, min_group_size, n_boot, seed, chain)
-    store = open_store(out_path, resume, {"data": _rows_fingerprint(X, y, seed, cal, screen, conf, group_masks_),
-                                          "model": _model_fingerprint(model)})
+    store = open_store(out_path, resume, lambda: {"data": _rows_fingerprint(X, y, seed, cal, screen, conf,
+                                                                            group_masks_),
+                                                  "model": _model_fingerprint(model)})
     report = progress_reporter(progress)  # (stage, done, total, what); a (stage, done, total) callback still works
     t0 = time.perf_counter()
     variants, records = search(pipeline, X.iloc[cal], y[cal], X.iloc[screen], y[screen],

@@ -101,10 +101,12 @@ def prepare_out(out: Path, overwrite: bool) -> None:
         raise ConfigError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
 
 
-def open_store(out_path: Path | None, resume: bool, fingerprint: str | dict):
+def open_store(out_path: Path | None, resume: bool, fingerprint):
     """The run's trial store, beside ``out`` while the run is under way (``.NAME.trials``) and moved into it
     (``NAME/trials``) when the run is written; ``resume`` starts from the pending store of a killed run, or
-    from a copy of a finished run's (which stays whole if this run fails). None without ``out``."""
+    from a copy of a finished run's (which stays whole if this run fails). None without ``out``.
+    ``fingerprint()``: what the trials depend on (``TrialStore``), called only when there is a store: it hashes
+    every row (and compress's model files)."""
     from ..evaluation.trials import TrialStore
 
     if out_path is None:
@@ -113,7 +115,7 @@ def open_store(out_path: Path | None, resume: bool, fingerprint: str | dict):
     finished = out_path / "trials"
     if resume and not pending.exists() and finished.is_dir():
         shutil.copytree(finished, pending)
-    return TrialStore(pending, fingerprint, resume)
+    return TrialStore(pending, fingerprint(), resume)
 
 
 def commit(tmp: Path, out: Path) -> None:

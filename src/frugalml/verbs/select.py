@@ -143,7 +143,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     splits = make_splits(t, folds, repeats, seed)
     report = progress_reporter(progress)  # (stage, done, total, what); a (stage, done, total) callback still works
 
-    store = open_store(out_path, resume, data_fingerprint(t, splits))
+    store = open_store(out_path, resume, lambda: data_fingerprint(t, splits))
     fold_scores = evaluate_quality(t, chosen, splits, m, seed=seed, n_jobs=n_jobs, executor=executor,
                                    progress=lambda done, total, what="": report("fit", done, total, what),
                                    store=store)

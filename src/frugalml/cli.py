@@ -111,8 +111,8 @@ def _cost_config(threads, throughput_batch, memory_probe, usd_per_hour, instance
 
 @app.command()
 def select(
-    data: str = typer.Argument(..., help="CSV or Parquet file, a folder of images (DIR/label/*.png), or builtin:NAME "
-                               "(see frugal list)."),
+    data: str = typer.Argument(..., help="CSV or Parquet file, a folder or a quoted glob of Parquet files (read "
+                               "lazily), a folder of images (DIR/label/*.png), or builtin:NAME (see frugal list)."),
     target: Optional[str] = typer.Option(None, "--target", "-t", help="Column to predict (builtin datasets have a default)."),
     group: Optional[List[str]] = typer.Option(None, "--group", "-g", help="Column whose values are user groups; repeatable."),
     text: Optional[List[str]] = typer.Option(None, "--text", help="Free-text column, read by the text candidates "
@@ -133,6 +133,8 @@ def select(
     folds: int = typer.Option(5, help="Folds per repeat."),
     repeats: int = typer.Option(2, help="Repeats of the k-fold split."),
     seed: int = typer.Option(0, help="Seed for splits and models."),
+    sample: Optional[int] = typer.Option(None, help="Select on this many of the rows, drawn with --seed (stratified "
+                                         "by class); the deployed model is fitted on them too. Default: every row."),
     candidate: Optional[List[str]] = typer.Option(None, "--candidate", "-c",
                                                   help="A registered name (restricts the ladder) or module:factory (adds one); repeatable."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default runs/select-DATE-TIME)."),
@@ -168,8 +170,8 @@ def select(
          text=text or None, image=image, task=task, metric=metric, tolerance=tolerance, alpha=alpha,
          min_group_size=min_group_size, cost_priority=cost_priority, strict_groups=strict_groups,
          allow_baseline=allow_baseline, stability_draws=stability_draws, folds=folds, repeats=repeats, seed=seed,
-         candidates=candidates, overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs, cost=cost,
-         requests_per_day=requests_per_day)
+         sample=sample, candidates=candidates, overwrite=overwrite, resume=resume, executor=executor, n_jobs=jobs,
+         cost=cost, requests_per_day=requests_per_day)
 
 
 @app.command()

@@ -19,7 +19,7 @@ from ..candidates.export import OnnxExportError, export_onnx, onnx_agreement, on
 from ..runtime.sessions import OnnxPredictor
 
 from ..runtime.model_dir import skops_bytes
-from ..data import Schema
+from ..data import Schema, all_rows, take_rows
 from .energy import EnergyMeter
 
 
@@ -208,7 +208,7 @@ def _throughput(fn, batch, repeats: int = 3, budget_s: float = 3.0, head: int = 
 def _agreement_rows(X: pd.DataFrame, rng, schema: Schema) -> pd.DataFrame:
     """The rows on which an ONNX export must reproduce the native predictions (the first draw of ``rng``): 2,000,
     or 256 images (each costs a network's pass, four times: labels and probabilities, native and exported)."""
-    return X.iloc[rng.choice(len(X), size=min(len(X), 256 if schema.image else 2000), replace=False)]
+    return take_rows(X, rng.choice(len(X), size=min(len(X), 256 if schema.image else 2000), replace=False))
 
 
 def agreement_sample(X: pd.DataFrame, schema: Schema, seed: int) -> pd.DataFrame:
@@ -246,7 +246,7 @@ def refit_deployable(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y:
 
     pipeline = build_pipeline(estimator, schema, scale)
     with using_embeddings(embeddings):
-        pipeline.fit(X, y)
+        pipeline.fit(all_rows(X), y)
     return pipeline, deployable(pipeline, schema, agreement_sample(X, schema, seed))
 
 
@@ -261,8 +261,9 @@ def measure_cost(pipeline, schema: Schema, X: pd.DataFrame, cfg: CostConfig, *, 
     meter = meter or EnergyMeter.create()
     rng = np.random.default_rng(seed)
     sample = _agreement_rows(X, rng, schema)
-    rows = [X.iloc[[i]] for i in rng.choice(len(X), size=min(len(X), 64), replace=False)]
-    big = X.iloc[rng.choice(len(X), size=cfg.batch_large, replace=True)]
+    singles = take_rows(X, rng.choice(len(X), size=min(len(X), 64), replace=False))
+    rows = [singles.iloc[[k]] for k in range(len(singles))]
+    big = take_rows(X, rng.choice(len(X), size=cfg.batch_large, replace=True))
     artifact = deployable(pipeline, schema, sample) if artifact is None else artifact
 
     cost: dict = {"params": count_params(pipeline), "fit_s": fit_s, "threads": cfg.threads}
@@ -326,7 +327,7 @@ def measure_peak_memory(artifacts: dict[str, dict], schema: Schema, X: pd.DataFr
     if not cfg.memory_probe or not artifacts:
         return unknown
     rng = np.random.default_rng(seed)
-    big = X.iloc[rng.choice(len(X), size=cfg.batch_large, replace=True)]
+    big = take_rows(X, rng.choice(len(X), size=cfg.batch_large, replace=True))
     with tempfile.TemporaryDirectory(prefix="frugal-mem-") as tmp:
         batch = Path(tmp) / "batch.parquet"
         big.to_parquet(batch)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..candidates import Candidate, build_pipeline
-from ..data import Schema, Splits, Task
+from ..data import Schema, Splits, Task, fold_rows
 from ..errors import ConfigError, need
 from .metrics import Metric, Replay, score
 
@@ -62,18 +62,21 @@ def model_outputs(pipe, X: pd.DataFrame, n_classes: int | None) -> dict[str, np.
 
 def _fit_fold(estimator, schema: Schema, scale: bool, X: pd.DataFrame, y: np.ndarray,
               train: np.ndarray, test: np.ndarray, embeddings=()) -> dict:
+    """One (candidate, fold) trial. ``X``: the task's rows, or a lazy Parquet dataset (``ParquetRows``), of
+    which the trial reads its fold's rows only."""
     import warnings
 
     from ..candidates.tables import using_embeddings
 
     pipe = build_pipeline(estimator, schema, scale)
+    X_train, X_test = fold_rows(X, train, test)
     try:
         with warnings.catch_warnings(), using_embeddings(embeddings) as lent:
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
-            pipe.fit(X.iloc[train], y[train])
+            pipe.fit(X_train, y[train])
             fit_s = time.perf_counter() - t0 + lent.seconds  # embeddings taken from the table cost time too
-            out = model_outputs(pipe, X.iloc[test], len(schema.classes) if schema.classes else None)
+            out = model_outputs(pipe, X_test, len(schema.classes) if schema.classes else None)
     except Exception as exc:  # a candidate that fails is reported as failed, never crashes the run
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"}
     return {"fit_s": fit_s, "outputs": out}

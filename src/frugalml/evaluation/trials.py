@@ -41,10 +41,32 @@ _ARTIFACT_FILES = {"skops": ".skops", "onnx": ".onnx"}  # artifact keys that hol
 
 def data_fingerprint(task: Task, splits: Splits) -> str:
     """Changes whenever the rows, the target or the splits change (so stored predictions would be wrong)."""
+    return rows_fingerprint(task.X, task.y, [task.schema.to_json(), splits.folds, splits.repeats, splits.seed])
+
+
+def rows_fingerprint(X, y: np.ndarray, *parts) -> str:
+    """A hash of the rows ``X`` (a frame's values; a lazy Parquet dataset's files, by path, size and time of
+    change, and the rows taken from them), the labels ``y`` and ``parts``: arrays, dicts of arrays (groups'
+    masks) or JSON values."""
     h = hashlib.sha256()
-    h.update(pd.util.hash_pandas_object(task.X, index=False).to_numpy().tobytes())
-    h.update(np.ascontiguousarray(task.y).tobytes())
-    h.update(json.dumps([task.schema.to_json(), splits.folds, splits.repeats, splits.seed]).encode())
+    if isinstance(X, pd.DataFrame):
+        h.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
+    else:
+        import os
+
+        h.update(json.dumps([(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in X.files]).encode())
+        h.update(np.ascontiguousarray(X.positions).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    for part in parts:
+        if isinstance(part, dict):
+            for a in part.values():
+                h.update(np.ascontiguousarray(a).tobytes())
+            h.update(json.dumps(sorted(part)).encode())
+        elif isinstance(part, np.ndarray):
+            h.update(np.ascontiguousarray(part).tobytes())
+            h.update(b"|")
+        else:
+            h.update(json.dumps(part).encode())
     return h.hexdigest()[:16]
 
 

@@ -32,7 +32,8 @@ def efficiency_card(d: dict) -> str:
     lines = [
         f"### Efficiency card: {rec['name']}",
         "",
-        f"- **Task**: {d['task']} of `{data['target']}` on {data['source']} ({data['rows']:,} rows); "
+        f"- **Task**: {d['task']} of `{data['target']}` on {data['source']} ({data['rows']:,} rows"
+        + (f", sampled from {data['sampled_from']:,}" if data.get("sampled_from") else "") + "); "
         f"user groups: {groups}.",
         f"- **Compared**: {compared}.",
         f"- **How**: {m} ({'higher' if d['higher_is_better'] else 'lower'} is better); on par = shown within "

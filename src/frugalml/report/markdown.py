@@ -132,6 +132,10 @@ def how_measured(d: dict) -> list[str]:
     st, cs = d["settings"], d["settings"]["cost"]
     return [
         f"Data: {d['data']['rows']} rows, {d['data']['features']} features, target `{d['data']['target']}`"
+        + (f", a sample (--sample, stratified by class) of the {d['data']['sampled_from']} rows with a target; the "
+           "deployed model is fitted on the sample too" if d["data"].get("sampled_from") else "")
+        + (", read lazily from a Parquet dataset (each fit reads its fold's rows)"
+           if d["data"].get("read") == "lazily" else "")
         + (f", {d['data']['dropped_rows']} rows without a target dropped" if d["data"].get("dropped_rows") else "")
         + "".join(f"; column `{c}` left out ({why})" for c, why in (d["data"].get("dropped_columns") or {}).items())
         + ".",

@@ -64,6 +64,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     from ..data.task import base_folder, numeric_target, read_groups
     from ..evaluation.quality import masks_of, model_outputs, progress_reporter
     from ..evaluation.cost import agreement_sample, deployable
+    from ..evaluation.trials import rows_fingerprint
     from ..runtime.model_dir import META, load_pipeline, load_skops
     from ..selection.decide import mark_pareto, recommend
 
@@ -120,7 +121,7 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
     s_pos, c_pos, split_by = split_rows(y[ev], {g: mask[ev] for g, mask in group_masks_.items()}, schema.task, seed)
     screen, conf = ev[s_pos], ev[c_pos]
     scfg = SearchConfig(tolerance, alpha, min_group_size, n_boot, seed, chain)
-    store = open_store(out_path, resume, lambda: {"data": _rows_fingerprint(X, y, seed, cal, screen, conf,
+    store = open_store(out_path, resume, lambda: {"data": rows_fingerprint(X, y, seed, cal, screen, conf,
                                                                             group_masks_),
                                                   "model": _model_fingerprint(model)})
     report = progress_reporter(progress)  # (stage, done, total, what); a (stage, done, total) callback still works
@@ -195,24 +196,6 @@ def compress(model, data, target: str | None = None, *, groups: list[str] | None
 def _check_target(df, target: str) -> None:
     if target not in df.columns:
         raise DataError(f"target column {target!r} not found; columns are {list(df.columns)}")
-
-
-def _rows_fingerprint(X, y: np.ndarray, seed: int, *parts) -> str:
-    """What a stored variant's answers depend on: the rows, the labels, the seed and the split into
-    calibration, screening and confirmation rows (and the groups)."""
-    import hashlib
-    import json
-
-    import pandas as pd
-
-    h = hashlib.sha256(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
-    h.update(np.ascontiguousarray(y).tobytes())
-    h.update(json.dumps(seed).encode())
-    for part in parts:
-        for a in (part.values() if isinstance(part, dict) else [part]):
-            h.update(np.ascontiguousarray(a).tobytes())
-        h.update(json.dumps(sorted(part)).encode() if isinstance(part, dict) else b"|")
-    return h.hexdigest()[:16]
 
 
 def _model_fingerprint(model) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from ..candidates import Candidate, from_estimator, ladder, left_out
 from ..data import load_task, make_splits
@@ -104,7 +105,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
            image: str | None = None, task: str = "auto",
            metric: str | None = None, tolerance: float = 0.01, alpha: float = 0.05, min_group_size: int = 30,
            cost_priority: str = "latency", strict_groups: bool = False, allow_baseline: bool = False,
-           stability_draws: int = 200, folds: int = 5, repeats: int = 2, seed: int = 0,
+           stability_draws: int = 200, folds: int = 5, repeats: int = 2, seed: int = 0, sample: int | None = None,
            candidates: list | None = None, out: str | os.PathLike | None = None, overwrite: bool = False,
            resume: bool = False,
            executor: str | None = None, n_jobs: int = -1, cost: CostConfig | None = None,
@@ -121,6 +122,8 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     ``strict_groups``: a group too small to show non-inferiority rejects a candidate (by default only a group
     that shows harm does). ``allow_baseline``: the constant baseline may be recommended.
     ``stability_draws``: bootstrap draws of the rows for the decision's stability (docs/statistics.md).
+    ``sample``: select on that many rows (drawn with ``seed``, stratified by class), refitting on them too; by
+    default every row. DATA may be a folder or a glob of Parquet files: it is read lazily (``data.parquet``).
     ``requests_per_day``: the traffic the report's yearly savings are counted at.
     """
     check_options(folds, repeats, tolerance, alpha, min_group_size, cost_priority, stability_draws, requests_per_day)
@@ -129,7 +132,7 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
     if out_path is not None:
         prepare_out(out_path, overwrite or resume)
     t = load_task(data, target, groups=groups, task=task, min_rows=folds, text=text,
-                  image=[image] if image else None)
+                  image=[image] if image else None, sample=sample, seed=seed)
     chosen = _resolve_candidates(t.kind, candidates, bool(t.schema.text), bool(t.schema.image))
     # the default ladder's candidates whose packages are not installed (a named one is an error instead)
     skipped = {} if any(isinstance(c, str) for c in candidates or []) else left_out(t.kind, bool(t.schema.text),
@@ -175,7 +178,9 @@ def select(data, target: str | None = None, *, groups: list[str] | None = None, 
                      "cost": cost.to_json(), "requests_per_day": requests_per_day,
                      "executor": executor or "local", "n_jobs": n_jobs,
                      "resume": store.summary() if resume and store is not None else None},
-        "data": {"source": t.source, "rows": t.n_rows, "features": len(t.schema.columns), "target": t.schema.target,
+        "data": {"source": t.source, "rows": t.n_rows, "sampled_from": t.sampled_from or None,
+                 "read": "lazily" if not isinstance(t.X, pd.DataFrame) else "in memory",
+                 "features": len(t.schema.columns), "target": t.schema.target,
                  "numeric": t.schema.numeric, "categorical": t.schema.categorical, "text": t.schema.text,
                  "image": t.schema.image, "image_channels": t.image_channels,
                  "classes": t.schema.classes,

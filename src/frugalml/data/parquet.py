@@ -51,8 +51,8 @@ class ColumnProfile:
 @dataclass
 class ParquetRows:
     """The rows of a Parquet dataset, read on demand: ``take(idx)`` reads the rows ``idx`` (in the task's
-    numbering) of the schema's columns, from the row groups that hold them, into the canonical frame that
-    ``prepare_frame`` makes. Small to send: file names, row-group offsets and the rows' positions."""
+    numbering) of the schema's columns, from the row groups that hold them. Small to send: file names,
+    row-group offsets and the rows' positions."""
 
     files: tuple[str, ...]
     row_groups: np.ndarray  # (G, 2): file index, row group index within it
@@ -132,17 +132,14 @@ class ParquetRows:
         return pa.concat_tables(parts).to_pandas()
 
     def take(self, idx) -> pd.DataFrame:
-        """The task rows ``idx`` (any order, repeats allowed) as the schema's canonical frame, indexed by ``idx``
-        (as ``frame.iloc[idx]`` of the whole task would be)."""
-        from .task import prepare_frame
-
+        """The schema's columns of the task rows ``idx`` (any order, repeats allowed), as read, indexed by ``idx``
+        (``data.take_rows`` puts them in the canonical dtypes)."""
         idx = np.asarray(idx, dtype=np.int64)
         src = idx if self.positions is None else self.positions[idx]
         wanted, back = np.unique(src, return_inverse=True)
-        frame = prepare_frame(self.read(self.schema.columns, wanted), self.schema)
+        frame = self.read(self.schema.columns, wanted)
         frame = frame.iloc[back] if len(wanted) != len(src) or np.any(np.diff(src) < 0) else frame
-        frame.index = idx
-        return frame
+        return frame.set_axis(idx)
 
     def profiles(self, columns: list[str], keep: np.ndarray) -> dict[str, ColumnProfile]:
         """One pass over ``columns`` of the rows ``keep`` marks, a batch at a time: each column's kind (from

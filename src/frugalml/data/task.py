@@ -143,20 +143,20 @@ def read_table(data: str | Path | pd.DataFrame, lazy: bool = False) -> tuple[pd.
 
 def take_rows(X, idx) -> pd.DataFrame:
     """Rows ``idx`` of a task's features (``X.iloc[idx]``), read from the files for a lazy Parquet dataset."""
-    return X.iloc[idx] if isinstance(X, pd.DataFrame) else X.take(idx)
+    return X.iloc[idx] if isinstance(X, pd.DataFrame) else prepare_frame(X.take(idx), X.schema)
 
 
 def fold_rows(X, train: np.ndarray, test: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A fold's training and test rows; from a Parquet dataset in one read of the row groups that hold them."""
     if isinstance(X, pd.DataFrame):
         return X.iloc[train], X.iloc[test]
-    both = X.take(np.concatenate([train, test]))
+    both = take_rows(X, np.concatenate([train, test]))
     return both.iloc[:len(train)], both.iloc[len(train):]
 
 
 def all_rows(X) -> pd.DataFrame:
     """Every row of a task's features, as one frame (a Parquet dataset's are read here)."""
-    return X if isinstance(X, pd.DataFrame) else X.take(np.arange(len(X)))
+    return X if isinstance(X, pd.DataFrame) else take_rows(X, np.arange(len(X)))
 
 
 def infer_task(y: pd.Series) -> str:

@@ -8,8 +8,9 @@ row groups of 65,536 rows (`lazy/part-*.parquet`) and as one file (`whole.parque
 
 Each mode runs `frugal select` in a child process (--jobs 2, the candidates in --candidates) while this process
 samples the memory of its whole process tree every 0.25 s: the sum of PSS (proportional set size: a page
-shared by several processes, a joblib memory map or a forked library, is counted once, in shares) and the
-largest single process's RSS. Reported per mode: wall time, the peak of that sum, the peak single process, and
+shared by several processes, a joblib memory map or a forked library, is counted once, in shares), the
+largest single process's RSS and the RSS of the command's own process (the client, which holds the table when
+it is read whole). Reported per mode: wall time, the peak of that sum, the peak single process, and
 the decision (best, recommended, each candidate's quality); the two modes' decisions are compared.
 
 Usage: python benchmarks/bench_large.py [--rows N] [--data DIR] [--modes lazy,whole] [--candidates a,b,...]
@@ -62,11 +63,11 @@ def make_table(folder: Path, rows: int, seed: int = 0) -> None:
     writer.close()
 
 
-def tree_memory(root) -> tuple[float, float]:
-    """(sum of PSS over the process and its descendants, largest single RSS), in MB."""
+def tree_memory(root) -> tuple[float, float, float]:
+    """(sum of PSS over the process and its descendants, largest single RSS, the root's own RSS), in MB."""
     import psutil
 
-    total = single = 0
+    total = single = own = 0
     for p in [root, *root.children(recursive=True)]:
         try:
             info = p.memory_full_info()
@@ -74,7 +75,8 @@ def tree_memory(root) -> tuple[float, float]:
             continue
         total += info.pss
         single = max(single, info.rss)
-    return total / 2**20, single / 2**20
+        own = info.rss if p is root else own
+    return total / 2**20, single / 2**20, own / 2**20
 
 
 def run(mode: str, data: Path, args, out: Path) -> dict:
@@ -86,15 +88,15 @@ def run(mode: str, data: Path, args, out: Path) -> dict:
            "--out", str(out / mode), "--json", "-q", *sum((["-c", c] for c in args.candidates.split(",")), [])]
     if args.sample:
         cmd += ["--sample", str(args.sample)]
-    peak = {"pss_mb": 0.0, "rss_mb": 0.0}
+    peak = {"pss_mb": 0.0, "rss_mb": 0.0, "client_mb": 0.0}
     t0 = time.perf_counter()
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     done = threading.Event()
 
     def watch():
         while not done.is_set():
-            total, single = tree_memory(proc)
-            peak["pss_mb"], peak["rss_mb"] = max(peak["pss_mb"], total), max(peak["rss_mb"], single)
+            for key, mb in zip(("pss_mb", "rss_mb", "client_mb"), tree_memory(proc)):
+                peak[key] = max(peak[key], mb)
             done.wait(0.25)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -107,7 +109,7 @@ def run(mode: str, data: Path, args, out: Path) -> dict:
         raise SystemExit(f"{mode}: exit {proc.returncode}: {stderr.strip()[-2000:]}")
     d = json.loads(stdout)
     return {"mode": mode, "source": source, "wall_s": round(wall, 1), "peak_tree_pss_mb": round(peak["pss_mb"]),
-            "peak_process_rss_mb": round(peak["rss_mb"]), "rows": d["data"]["rows"], "read": d["data"]["read"],
+            "peak_process_rss_mb": round(peak["rss_mb"]), "peak_client_rss_mb": round(peak["client_mb"]), "rows": d["data"]["rows"], "read": d["data"]["read"],
             "features": d["data"]["features"], "best": d["best"], "recommended": d["recommended"],
             "quality": {c["name"]: round(c["quality"]["mean"], 5) for c in d["candidates"]},
             "fit_s": {c["name"]: round(c["cost"]["fit_s"], 2) for c in d["candidates"]}}
@@ -137,7 +139,8 @@ def main() -> None:
             r = run(mode, data, args, Path(tmp))
             results.append(r)
             print(f"{mode:>5}: {r['wall_s']:7.1f} s   peak tree PSS {r['peak_tree_pss_mb']:6,} MB   largest process "
-                  f"{r['peak_process_rss_mb']:6,} MB   recommended {r['recommended']} (best {r['best']})")
+                  f"{r['peak_process_rss_mb']:6,} MB   the command's process {r['peak_client_rss_mb']:6,} MB   "
+                  f"recommended {r['recommended']} (best {r['best']})")
     if len(results) == 2:
         a, b = results
         same = a["quality"] == b["quality"] and (a["best"], a["recommended"]) == (b["best"], b["recommended"])

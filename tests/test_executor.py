@@ -20,11 +20,15 @@ def local_runs(tmp_path_factory):
     cost = CostConfig(latency_calls=30, time_budget_s=0.02, batch_large=100, memory_probe=False)
     base = tmp_path_factory.mktemp("executors")
     df, held = linear_data(n=300), linear_data(n=600, seed=3)
+    (base / "parquet").mkdir()
+    for i, rows in enumerate(((0, 120), (120, 300))):  # the same rows as a Parquet dataset, read lazily
+        df.iloc[slice(*rows)].to_parquet(base / "parquet" / f"part-{i}.parquet", row_group_size=50, index=False)
     frugalml.select(df, "label", candidates=["random_forest"], folds=2, repeats=1, stability_draws=0, cost=cost,
                     out=base / "forest")
     select = frugalml.select(df, "label", cost=cost, n_jobs=2, **SELECT).decision
     compress = frugalml.compress(base / "forest", held, cost=cost, n_jobs=2, **COMPRESS).decision
-    return dict(df=df, held=held, forest=base / "forest", cost=cost, select=select, compress=compress)
+    return dict(df=df, held=held, forest=base / "forest", cost=cost, select=select, compress=compress,
+                parquet=base / "parquet")
 
 
 def through(executor: str, runs: dict) -> tuple[dict, dict]:
@@ -32,6 +36,10 @@ def through(executor: str, runs: dict) -> tuple[dict, dict]:
     compress = frugalml.compress(runs["forest"], runs["held"], cost=runs["cost"], executor=executor,
                                  **COMPRESS).decision
     assert select["settings"]["executor"] == compress["settings"]["executor"] == executor
+    # the workers read their folds' rows from the files themselves: the decision is the same
+    lazy = frugalml.select(str(runs["parquet"]), "label", cost=runs["cost"], executor=executor, **SELECT).decision
+    assert lazy["data"]["read"] == "lazily"
+    same_decision(select, lazy)
     return select, compress
 
 

@@ -100,8 +100,9 @@ class ParquetRows:
         return self.n_rows if self.positions is None else len(self.positions)
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return len(self), len(self.schema.columns) if self.schema is not None else len(self.columns)
+    def nbytes(self) -> int:
+        """What sending it costs (its row positions): Ray's executor puts it in the object store once."""
+        return 0 if self.positions is None else self.positions.nbytes
 
     def with_rows(self, positions: np.ndarray, schema) -> "ParquetRows":
         return replace(self, positions=np.asarray(positions, dtype=np.int64), schema=schema)
@@ -112,8 +113,7 @@ class ParquetRows:
         import pyarrow.parquet as pq
 
         if rows is None:
-            g_of = np.arange(len(self.row_groups))
-            bounds = self.starts
+            g_of = range(len(self.row_groups))
         else:
             g_of = np.unique(np.searchsorted(self.starts, rows, side="right") - 1)
             bounds = np.searchsorted(rows, self.starts)  # rows[bounds[g]:bounds[g + 1]] lie in row group g
@@ -129,7 +129,9 @@ class ParquetRows:
             parts.append(table)
         if not parts:
             return pd.DataFrame({c: [] for c in columns})
-        return pa.concat_tables(parts).to_pandas()
+        table = pa.concat_tables(parts)
+        parts.clear()
+        return table.to_pandas(split_blocks=True, self_destruct=True)  # each column freed as it is converted
 
     def take(self, idx) -> pd.DataFrame:
         """The schema's columns of the task rows ``idx`` (any order, repeats allowed), as read, indexed by ``idx``

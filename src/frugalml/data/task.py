@@ -90,7 +90,7 @@ def prepare_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         out[c] = np.where(pd.isna(col).to_numpy(), "", col.astype(object).to_numpy()).astype(str).astype(object)
     for c in schema.image:  # paths, encoded bytes or arrays, as given: decoded by the model that reads them
         out[c] = df[c].to_numpy(dtype=object)
-    return pd.DataFrame(out, index=df.index, columns=schema.columns)
+    return pd.DataFrame(out, index=df.index, columns=schema.columns, copy=False)  # a float column is not copied
 
 
 def read_table(data: str | Path | pd.DataFrame, lazy: bool = False) -> tuple[pd.DataFrame, str, "object | None"]:
@@ -146,16 +146,30 @@ def take_rows(X, idx) -> pd.DataFrame:
     return X.iloc[idx] if isinstance(X, pd.DataFrame) else prepare_frame(X.take(idx), X.schema)
 
 
+_LAST_FOLD: dict = {}  # the fold this process last read from a Parquet dataset, for the trials that follow on it
+
+
 def fold_rows(X, train: np.ndarray, test: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A fold's training and test rows; from a Parquet dataset in one read of the row groups that hold them."""
+    """A fold's training and test rows; from a Parquet dataset in one read of the row groups that hold them,
+    kept for the next trial on the same fold in this process (select sends a fold's trials one after another),
+    dropped before another is read: a process never holds two."""
     if isinstance(X, pd.DataFrame):
         return X.iloc[train], X.iloc[test]
-    both = take_rows(X, np.concatenate([train, test]))
-    return both.iloc[:len(train)], both.iloc[len(train):]
+    import hashlib
+
+    key = [X.files] + [hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=16).digest()
+                       for a in (X.positions, train, test)]
+    if _LAST_FOLD.get("key") != key:
+        _LAST_FOLD.clear()
+        both = take_rows(X, np.concatenate([train, test]))
+        _LAST_FOLD.update(key=key, rows=(both.iloc[:len(train)], both.iloc[len(train):]))
+    return _LAST_FOLD["rows"]
 
 
 def all_rows(X) -> pd.DataFrame:
-    """Every row of a task's features, as one frame (a Parquet dataset's are read here)."""
+    """Every row of a task's features, as one frame (a Parquet dataset's are read here, once the last fold
+    read is let go)."""
+    _LAST_FOLD.clear()
     return X if isinstance(X, pd.DataFrame) else take_rows(X, np.arange(len(X)))
 
 

@@ -116,17 +116,17 @@ def _alone(f, *args, **kwargs):
 
 
 def _ray_tasks(tasks: Iterable) -> Iterator:
-    """joblib's ``delayed`` calls as Ray tasks, results in order, at most twice the cluster's CPUs in flight.
+    """joblib's ``delayed`` calls as Ray tasks, results in order, at most twice the cluster's CPUs running or
+    queued (a slow trial holds back the results after it, not the work: the window refills as any finishes).
 
     Not Ray's joblib backend: it returns whole lists only (no results as they complete, so nothing could be
     stored before a round ended) and starts a pool of fresh actors per call, each importing frugalml again,
     where tasks reuse Ray's warm workers. Large arguments (the rows) go to the object store once."""
-    from collections import deque
-
     import ray
 
     window = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-    remote, shared, pending = {}, {}, deque()  # remote: one Ray function per Python function
+    remote, shared = {}, {}  # remote: one Ray function per Python function
+    submitted, running = [], set()  # every task's result, in order; those not finished
 
     def put(a):
         size = a.memory_usage(deep=False).sum() if isinstance(a, pd.DataFrame) else getattr(a, "nbytes", 0)
@@ -136,13 +136,24 @@ def _ray_tasks(tasks: Iterable) -> Iterator:
             return shared[id(a)][1]
         return a
 
+    def finished_in_order():
+        nonlocal given
+        while given < len(submitted) and submitted[given] not in running:
+            yield ray.get(submitted[given])
+            submitted[given] = None  # Ray frees a result once nothing refers to it
+            given += 1
+
+    given = 0
     for f, args, kwargs in tasks:
         fn = remote.setdefault(f, ray.remote(f))
-        pending.append(fn.remote(*map(put, args), **{k: put(v) for k, v in kwargs.items()}))
-        if len(pending) >= window:
-            yield ray.get(pending.popleft())
-    while pending:
-        yield ray.get(pending.popleft())
+        submitted.append(fn.remote(*map(put, args), **{k: put(v) for k, v in kwargs.items()}))
+        running.add(submitted[-1])
+        while len(running) >= window:
+            done, _ = ray.wait(list(running), num_returns=1)
+            running.difference_update(done)
+            yield from finished_in_order()
+    running.clear()  # no more to send: each result in order, as it comes
+    yield from finished_in_order()
 
 
 @contextmanager
@@ -248,7 +259,8 @@ def evaluate_quality(task: Task, candidates: list[Candidate], splits: Splits, me
 
     from .trials import estimator_key
 
-    jobs = [(ci, j) for ci in range(len(candidates)) for j in range(len(splits.indices))]
+    # fold by fold: a worker's consecutive trials share their rows (read once from a Parquet dataset)
+    jobs = [(ci, j) for j in range(len(splits.indices)) for ci in range(len(candidates))]
     n_classes = len(task.schema.classes) if task.kind == "classification" else None
     built = {}
     for ci, c in enumerate(candidates):

@@ -79,11 +79,17 @@ def prepare_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             out[c] = pd.to_numeric(df[c], errors="raise").astype("float64").to_numpy()
         except (ValueError, TypeError):
             raise DataError(f"column {c!r} must be numeric, found values like {df[c].dropna().iloc[:3].tolist()}") from None
+    canonical_str = pd.DataFrame({"s": np.array(["s"], dtype=object)})["s"].dtype  # what the frame makes of strings
     for c in schema.categorical:
         col = df[c]
+        if col.dtype == canonical_str:  # strings as read (Arrow-backed): kept so, not made into Python objects
+            out[c] = col.fillna(MISSING).array
+            continue
         values = col.astype(object).to_numpy()
         mask = pd.isna(col).to_numpy()
-        values = np.where(mask, MISSING, values).astype(str).astype(object)
+        values = np.where(mask, MISSING, values) if mask.any() else values
+        if pd.api.types.infer_dtype(values, skipna=False) != "string":  # strings already: not made a second time
+            values = values.astype(str).astype(object)
         out[c] = values
     for c in schema.text:  # a missing text is an empty one
         col = df[c]

@@ -6,6 +6,7 @@ Every check here turns a mistake a user can make into one ``DataError`` line tha
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +80,9 @@ def prepare_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             out[c] = pd.to_numeric(df[c], errors="raise").astype("float64").to_numpy()
         except (ValueError, TypeError):
             raise DataError(f"column {c!r} must be numeric, found values like {df[c].dropna().iloc[:3].tolist()}") from None
-    canonical_str = pd.DataFrame({"s": np.array(["s"], dtype=object)})["s"].dtype  # what the frame makes of strings
     for c in schema.categorical:
         col = df[c]
-        if col.dtype == canonical_str:  # strings as read (Arrow-backed): kept so, not made into Python objects
+        if col.dtype == _frame_strings():  # strings as read (Arrow-backed): kept so, not made into Python objects
             out[c] = col.fillna(MISSING).array
             continue
         values = col.astype(object).to_numpy()
@@ -97,6 +97,12 @@ def prepare_frame(df: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     for c in schema.image:  # paths, encoded bytes or arrays, as given: decoded by the model that reads them
         out[c] = df[c].to_numpy(dtype=object)
     return pd.DataFrame(out, index=df.index, columns=schema.columns, copy=False)  # a float column is not copied
+
+
+@cache
+def _frame_strings():
+    """The dtype a frame gives a column of Python strings (pandas 3: its Arrow-backed ``str``)."""
+    return pd.DataFrame({"s": np.array(["s"], dtype=object)})["s"].dtype
 
 
 def read_table(data: str | Path | pd.DataFrame, lazy: bool = False) -> tuple[pd.DataFrame, str, "object | None"]:

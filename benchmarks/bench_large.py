@@ -13,8 +13,11 @@ largest single process's RSS and the RSS of the command's own process (the clien
 it is read whole). Reported per mode: wall time, the peak of that sum, the peak single process, and
 the decision (best, recommended, each candidate's quality); the two modes' decisions are compared.
 
+--probe-read: only read every row into the canonical frame, once per mode, each in a fresh child process, and
+print that process's peak RSS (what one refit's read costs).
+
 Usage: python benchmarks/bench_large.py [--rows N] [--data DIR] [--modes lazy,whole] [--candidates a,b,...]
-       [--folds 5] [--repeats 1] [--sample N] [--json benchmarks/results_large.json]
+       [--folds 5] [--repeats 1] [--sample N] [--json benchmarks/results_large.json] [--probe-read]
 """
 
 from __future__ import annotations
@@ -115,6 +118,22 @@ def run(mode: str, data: Path, args, out: Path) -> dict:
             "fit_s": {c["name"]: round(c["cost"]["fit_s"], 2) for c in d["candidates"]}}
 
 
+PROBE = """
+import resource, sys, time
+import numpy as np, pandas as pd
+from frugalml.data import load_task, prepare_frame, take_rows
+task = load_task(sys.argv[1] + "/lazy", "y", groups=["region"])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+t0 = time.perf_counter()
+if sys.argv[2] == "lazy":
+    X = take_rows(task.X, np.arange(len(task.X)))
+else:
+    X = prepare_frame(pd.read_parquet(sys.argv[1] + "/whole.parquet"), task.schema)
+print(f"{sys.argv[2]:>5}: read {len(X):,} rows in {time.perf_counter() - t0:.1f} s; peak RSS "
+      f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10:,} MB ({before:,} MB before the read)")
+"""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -125,6 +144,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--sample", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--probe-read", action="store_true")
     args = ap.parse_args()
     data = args.data / str(args.rows)
     if not (data / "whole.parquet").exists():
@@ -133,6 +153,10 @@ def main() -> None:
         print(f"made {args.rows:,} rows x 50 features in {time.perf_counter() - t0:.0f} s under {data}")
     sizes = {"lazy_files_mb": round(sum(f.stat().st_size for f in (data / "lazy").glob("*.parquet")) / 2**20),
              "whole_file_mb": round((data / "whole.parquet").stat().st_size / 2**20)}
+    if args.probe_read:
+        for mode in args.modes.split(","):
+            subprocess.run([sys.executable, "-c", PROBE, str(data), mode], check=True)
+        return
     results = []
     with tempfile.TemporaryDirectory(prefix="frugal-large-") as tmp:
         for mode in args.modes.split(","):

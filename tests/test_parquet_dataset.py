@@ -91,7 +91,7 @@ def test_select_on_the_dataset_decides_as_on_the_table(data, tmp_path):
         df.dropna(subset=["label"]).head(50))).all()
 
 
-def test_sample_only_where_asked_stratified_and_alike_lazy_or_not(data):
+def test_sample_only_where_asked_stratified_and_alike_lazy_or_not(data, tmp_path):
     df, whole, folder = data
     eager = load_task(whole, "label", sample=300, seed=4)
     lazy = load_task(folder, "label", sample=300, seed=4)
@@ -101,8 +101,10 @@ def test_sample_only_where_asked_stratified_and_alike_lazy_or_not(data):
     share = np.bincount(full.y) / full.n_rows
     assert np.allclose(np.bincount(eager.y) / 300, share, atol=1 / 300 + 1e-9)  # stratified by class
     assert load_task(whole, "label", sample=5000).sampled_from == 0  # more than there are: every row
-    decision = frugalml.select(str(folder), "label", sample=300, **SELECT).decision
+    decision = frugalml.select(str(folder), "label", sample=300, out=tmp_path / "run", **SELECT).decision
     assert (decision["data"]["rows"], decision["data"]["sampled_from"]) == (300, 875)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "a sample (--sample, stratified by class) of the 875 rows" in report and "sampled from 875" in report
 
 
 def test_a_changed_file_refuses_resume(data, tmp_path):
